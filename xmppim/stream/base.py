@@ -1,0 +1,153 @@
+"""What every XML stream connection shares: feeding the parser, ordered processing, closing.
+
+Stanzas from one stream are processed strictly in order. A handler that needs I/O (a database write, a
+TLS upgrade) hands back an awaitable; the connection then pauses reading and parks the events it already
+parsed until that finishes. So an offline message is committed before the sender's next stanza is looked
+at, and nothing is processed out of order — while the common case stays a plain synchronous call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+from xml.etree.ElementTree import Element
+
+from ..xml.parser import Event, StreamClosed, StreamFault, StreamParser
+from ..xml.serialize import STREAM_CLOSE, serialize, stream_error
+from .errors import STREAM_CONDITIONS
+
+log = logging.getLogger("xmppim.stream")
+
+WRITE_BUFFER_CAP = 8 * 1024 * 1024
+"""A peer that stops reading is cut off once this much output is queued for it (RFC 6120 §13.12)."""
+
+
+class XMLStreamConnection(asyncio.Protocol):
+    content_ns = "jabber:client"
+
+    def __init__(self, max_stanza_bytes: int) -> None:
+        self.parser = StreamParser(max_stanza_bytes=max_stanza_bytes, content_ns=self.content_ns)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._busy = False
+        self._backlog: deque[Event] = deque()
+        self._closing_sent = False
+        self.peer = ""
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    # -------------------------------------------------------------- asyncio
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        events = self.parser.feed(data)
+        if events:
+            self._process(events)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._backlog.clear()
+        self.on_lost()
+
+    # ------------------------------------------------------------ ordering
+    def _process(self, events: list[Event]) -> None:
+        if self._busy:
+            self._backlog.extend(events)
+            return
+        for i, ev in enumerate(events):
+            if self.closed:
+                return
+            r = self._dispatch(ev)
+            if r is not None:
+                self._busy = True
+                self._backlog.extend(events[i + 1 :])
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                self.spawn(self._drain(r))
+                return
+
+    async def _drain(self, aw: Any) -> None:
+        try:
+            await aw
+            while self._backlog and not self.closed:
+                r = self._dispatch(self._backlog.popleft())
+                if r is not None:
+                    await r
+        except Exception:
+            log.exception("error while processing a stanza from %s", self.peer)
+            self.close("internal-server-error")
+        finally:
+            self._busy = False
+            if not self.closed and self.transport is not None and not self.transport.is_closing():
+                try:
+                    self.transport.resume_reading()
+                except (RuntimeError, AttributeError):
+                    pass
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _dispatch(self, ev: Event) -> Any:
+        if isinstance(ev, StreamFault):
+            self.close(ev.condition, ev.text)
+            return None
+        if isinstance(ev, StreamClosed):
+            self.on_stream_closed()
+            return None
+        return self.on_event(ev)
+
+    # ------------------------------------------------------------- output
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is None or self.closed or t.is_closing():
+            return
+        t.write(data)
+        if t.get_write_buffer_size() > WRITE_BUFFER_CAP:
+            log.warning("closing %s: peer is not reading (%d bytes queued)", self.peer, t.get_write_buffer_size())
+            t.abort()
+
+    def send(self, el: Element) -> None:
+        self.write(serialize(el, self.content_ns))
+
+    def close(self, condition: str | None = None, text: str | None = None) -> None:
+        """Close the stream, with a stream error first when ``condition`` is given (RFC 6120 §4.9)."""
+        if self.closed or self.transport is None:
+            return
+        if not self._header_sent():
+            self.write(self.opening_header_for_error())
+        if condition:
+            assert condition in STREAM_CONDITIONS, condition
+            log.info("stream error %s to %s: %s", condition, self.peer, text or "")
+            self.write(stream_error(condition, text))
+        if not self._closing_sent:
+            self._closing_sent = True
+            self.write(STREAM_CLOSE)
+        self.closed = True
+        self.transport.close()
+
+    def on_stream_closed(self) -> None:
+        """The peer sent ``</stream:stream>``: answer in kind and close (RFC 6120 §4.4)."""
+        self.close()
+
+    # ------------------------------------------------------------ subclass
+    def _header_sent(self) -> bool:
+        return True
+
+    def opening_header_for_error(self) -> bytes:
+        return b""
+
+    def on_event(self, ev: Event) -> Any:
+        raise NotImplementedError
+
+    def on_lost(self) -> None:
+        pass
