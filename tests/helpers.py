@@ -88,8 +88,14 @@ def client_ssl_context() -> ssl.SSLContext:
 
 # ------------------------------------------------------------------ slixmpp
 async def slix_client(
-    server: Server, jid: str, password: str, *, plugins: tuple[str, ...] = (), presence: bool = True,
-    direct_tls: bool = False, timeout: float = 10.0,
+    server: Server,
+    jid: str,
+    password: str,
+    *,
+    plugins: tuple[str, ...] = (),
+    presence: bool = True,
+    direct_tls: bool = False,
+    timeout: float = 10.0,
 ) -> slixmpp.ClientXMPP:
     """A logged-in slixmpp client (STARTTLS on the c2s port, or direct TLS)."""
     c = slixmpp.ClientXMPP(jid, password)
@@ -181,7 +187,9 @@ class RawClient:
             ev = await self.next_event(timeout)
             if isinstance(ev, StanzaReceived) and ev.element.tag == "{http://etherx.jabber.org/streams}error":
                 for child in ev.element:
-                    if child.tag.startswith("{urn:ietf:params:xml:ns:xmpp-streams}") and not child.tag.endswith("}text"):
+                    if child.tag.startswith("{urn:ietf:params:xml:ns:xmpp-streams}") and not child.tag.endswith(
+                        "}text"
+                    ):
                         return child.tag.split("}")[1]
             if isinstance(ev, (StreamClosed, StreamFault)):
                 raise AssertionError(f"stream ended without a stream error: {ev}")

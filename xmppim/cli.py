@@ -225,7 +225,7 @@ def cmd_check(args: argparse.Namespace, cfg: Config) -> int:
         names = wanted(avail, cfg.plugins.enabled, cfg.plugins.disabled)
         from .plugins.loader import load_class
 
-        resolve_order(names, {n: load_class(ep) for n, ep in avail.items()})
+        resolve_order(names, {n: load_class(avail[n]) for n in names})
         print(f"plugins: {', '.join(names)}")
     except Exception as e:
         problems.append(str(e))
@@ -248,7 +248,11 @@ def cmd_plugins(args: argparse.Namespace, cfg: Config) -> int:
         registrations = run(_registrations(cfg))  # type: ignore[arg-type]
     rows = []
     for name, ep in sorted(avail.items()):
-        cls = load_class(ep)
+        try:
+            cls = load_class(ep)
+        except Exception as e:
+            print(f"{name:<16} BROKEN: {e}")
+            continue
         rows.append(
             {
                 "name": name,
@@ -305,8 +309,9 @@ def cmd_interop(args: argparse.Namespace, cfg: Config) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xmppim", description="xmppim: an XMPP server with value-added-service plugins")
     p.add_argument("--config", "-c", help="TOML config file (default: $XMPPIM_CONFIG, else built-in defaults)")
-    p.add_argument("--log-level", default=os.environ.get("XMPPIM_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level", default=os.environ.get("XMPPIM_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
+    )
     p.add_argument("--version", action="version", version=f"xmppim {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("serve", help="run the server").set_defaults(fn=cmd_serve)

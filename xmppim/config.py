@@ -210,9 +210,7 @@ def config_from_dict(data: dict[str, Any], source: str | None = None) -> Config:
     cfg = build_dataclass(Config, data, "config")
     cfg.plugins = build_dataclass(PluginsConfig, plugins, "plugins")
     cfg.plugins.settings = settings
-    cfg.components = {
-        dom: build_dataclass(ComponentSecret, v, f'components."{dom}"') for dom, v in components.items()
-    }
+    cfg.components = {dom: build_dataclass(ComponentSecret, v, f'components."{dom}"') for dom, v in components.items()}
     cfg.source = source
     validate(cfg)
     return cfg
@@ -221,7 +219,7 @@ def config_from_dict(data: dict[str, Any], source: str | None = None) -> Config:
 def validate(cfg: Config) -> None:
     if not cfg.server.domains:
         raise ConfigError("[server] domains must name at least one domain")
-    from slixmpp.jid import InvalidJID, JID
+    from slixmpp.jid import JID, InvalidJID
 
     for d in cfg.server.domains + list(cfg.components):
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from slixmpp.jid import InvalidJID, JID
+from slixmpp.jid import JID, InvalidJID
 
 __all__ = ["InvalidJID", "bare", "parse", "split", "JIDParts"]
 

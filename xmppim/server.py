@@ -120,14 +120,26 @@ class Server:
         cfg = self.config
         specs: list[tuple[str, str, int, Any, Any]] = [
             ("c2s", cfg.c2s.bind, cfg.c2s.port, lambda: C2SConnection(self), None),
-            ("c2s_direct_tls", cfg.c2s.bind, cfg.c2s.direct_tls_port, lambda: C2SConnection(self, True), self.tls.context),
+            (
+                "c2s_direct_tls",
+                cfg.c2s.bind,
+                cfg.c2s.direct_tls_port,
+                lambda: C2SConnection(self, True),
+                self.tls.context,
+            ),
             ("component", cfg.component.bind, cfg.component.port, lambda: ComponentConnection(self), None),
         ]
         for name, host, port, factory, ssl in specs:
             if port == 0 and name != "c2s":
                 continue
             srv = await loop.create_server(
-                factory, host, port, ssl=ssl, backlog=1024, reuse_address=True, ssl_handshake_timeout=30 if ssl else None
+                factory,
+                host,
+                port,
+                ssl=ssl,
+                backlog=1024,
+                reuse_address=True,
+                ssl_handshake_timeout=30 if ssl else None,
             )
             self._listeners.append(srv)
             sock: socket.socket = srv.sockets[0]

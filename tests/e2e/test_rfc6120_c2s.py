@@ -131,7 +131,9 @@ async def test_unknown_user_gets_a_challenge_then_not_authorized(server: Server)
 async def test_starttls_required_before_auth(server: Server) -> None:
     c = await RawClient.connect(server.ports["c2s"])
     features = await c.open()
-    assert features.find("{urn:ietf:params:xml:ns:xmpp-tls}starttls/{urn:ietf:params:xml:ns:xmpp-tls}required") is not None
+    assert (
+        features.find("{urn:ietf:params:xml:ns:xmpp-tls}starttls/{urn:ietf:params:xml:ns:xmpp-tls}required") is not None
+    )
     assert features.find(f"{SASL}mechanisms") is None
     fail = await c.auth_plain("alice", "pw")
     assert fail.find(f"{SASL}encryption-required") is not None

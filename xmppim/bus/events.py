@@ -7,7 +7,8 @@ is rebuilt only when someone hooks or unhooks, so firing costs one dict lookup p
 A handler's return value decides the chain (Prosody ``util/events.lua``):
 
 * ``None`` — go on to the next handler;
-* anything else — stop; ``fire`` returns that value. By convention ``True`` means "handled". A handler
+* anything else — stop; ``fire`` returns that value. By convention ``True`` means "handled", and an
+  ``Element`` (from stanza events) is a reply the router sends on (an IQ result, an error). A handler
   that must do I/O returns an *awaitable*: the chain stops and the caller awaits it before it processes the
   next stanza from the same stream, which keeps stanza order and lets durable writes finish first.
 
@@ -62,7 +63,9 @@ class EventBus:
         self.failures: dict[str, int] = {}
         """Handler exceptions counted per owner (plugin name), for ``xmppim plugins list`` and metrics."""
 
-    def hook(self, name: str, handler: Handler, priority: int = PRIORITY_NORMAL, owner: str = "core") -> Callable[[], None]:
+    def hook(
+        self, name: str, handler: Handler, priority: int = PRIORITY_NORMAL, owner: str = "core"
+    ) -> Callable[[], None]:
         """Register ``handler`` for event ``name``; returns a function that unhooks exactly this entry."""
         entry = _Entry(priority, next(self._seq), handler, owner)
         self._entries.setdefault(name, []).append(entry)

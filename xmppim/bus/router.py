@@ -31,7 +31,7 @@ from xml.etree.ElementTree import Element
 
 from .. import jid as jidlib
 from ..sessions.registry import ClientSession, Deliverable, SessionRegistry
-from ..stanza import C, IQ, MESSAGE, PRESENCE, error_reply, payload_ns
+from ..stanza import IQ, MESSAGE, PRESENCE, C, error_reply, payload_ns
 from .events import PRIORITY_DEFAULT_ACTION, EventBus, HandlerFailed
 
 log = logging.getLogger("xmppim.router")
@@ -62,9 +62,7 @@ class StanzaEvent:
 
     __slots__ = ("origin", "stanza", "kind", "to", "node", "domain", "resource", "from_", "meta")
 
-    def __init__(
-        self, origin: Any, stanza: Element, kind: str, to: str, node: str, domain: str, resource: str
-    ) -> None:
+    def __init__(self, origin: Any, stanza: Element, kind: str, to: str, node: str, domain: str, resource: str) -> None:
         self.origin = origin
         self.stanza = stanza
         self.kind = kind
@@ -202,6 +200,9 @@ class Router:
     def _result(self, ev: StanzaEvent, r: Any) -> Any:
         if isinstance(r, HandlerFailed):
             return self.reply_error(ev.stanza, "internal-server-error", f"A plugin failed ({r.owner})")
+        if isinstance(r, Element):
+            # A handler may answer with the reply stanza itself (an IQ result, an error reply).
+            return self.route(SERVER, r)
         if hasattr(r, "__await__"):
             return self._guard(ev, r)
         return None

@@ -19,7 +19,7 @@ from typing import Any
 from xml.etree.ElementTree import Element, SubElement
 
 from ..stanza import error_reply, iq_result
-from .forms import X, Form, parse_submission
+from .forms import Form, X, parse_submission
 
 NS = "http://jabber.org/protocol/commands"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"

@@ -32,7 +32,7 @@ from ..bus.events import (
 from ..bus.router import DeliverEvent, StanzaEvent
 from ..sessions.registry import ClientSession, SessionRegistry
 from ..stanza import error_reply, iq_result
-from .adhoc import Command, CommandError, CommandRegistry, CommandHandler, CommandRequest, CommandResponse
+from .adhoc import Command, CommandError, CommandHandler, CommandRegistry, CommandRequest, CommandResponse
 from .component import Component
 from .forms import Field, Form
 
@@ -249,7 +249,9 @@ class PluginContext:
         self.registrations.append(f"command {node}")
 
     # ------------------------------------------------------------------ HTTP
-    def http_route(self, method: str, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+    def http_route(
+        self, method: str, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> None:
         """Serve ``method`` ``/plugins/NAME/<path>``; ``{var}`` segments land in ``request['params']``."""
         self._undo.append(self._server.http.add_route(self.name, method, path, handler))
         self.registrations.append(f"http {method} /plugins/{self.name}/{path.lstrip('/')}")
@@ -341,6 +343,18 @@ class PluginContext:
     def send(self, stanza: Element) -> Any:
         """Route a stanza from the server (or this plugin's component); returns an awaitable or None."""
         return self._server.router.route(self._server.local_origin(self.name), stanza)
+
+    def route_as(self, origin: Any, stanza: Element) -> Any:
+        """Route ``stanza`` on behalf of ``origin`` (e.g. :meth:`server_origin`); awaitable or None."""
+        return self._server.router.route(origin, stanza)
+
+    def dispatch(self, ev: StanzaEvent) -> Any:
+        """Continue routing a stanza a ``*/pre-route`` handler held back (after async work, say)."""
+        return self._server.router.dispatch(ev)
+
+    def server_origin(self, name: str) -> Any:
+        """An origin of kind 'local' named ``name``: stanzas the server itself generates."""
+        return self._server.local_origin(name)
 
     async def send_iq(self, iq: Element, timeout: float = 30.0) -> Element:
         return await self._server.router.send_iq(self._server.local_origin(self.name), iq, timeout)

@@ -18,7 +18,8 @@ from typing import Any
 from xml.etree.ElementTree import Element, SubElement
 
 from ..stanza import IQ, MESSAGE, PRESENCE, error_reply, iq_result, payload_ns
-from .adhoc import DISCO_INFO, DISCO_ITEMS, NS as COMMANDS_NS, Command, CommandRegistry
+from .adhoc import DISCO_INFO, DISCO_ITEMS, Command, CommandRegistry
+from .adhoc import NS as COMMANDS_NS
 
 log = logging.getLogger("xmppim.component")
 

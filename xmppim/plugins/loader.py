@@ -57,10 +57,15 @@ def wanted(available: dict[str, EntryPoint], enabled: list[str], disabled: list[
             )
     names: list[str] = []
     for name, ep in sorted(available.items()):
-        cls = load_class(ep)
-        if (cls.builtin and name not in disabled) or name in enabled:
+        # Only our own package's modules are loaded to ask whether they are built-in: a broken
+        # third-party plugin that is installed but not enabled must not stop the server.
+        if name in enabled or (is_own(ep) and load_class(ep).builtin and name not in disabled):
             names.append(name)
     return names
+
+
+def is_own(ep: EntryPoint) -> bool:
+    return ep.value.startswith("xmppim.")
 
 
 def resolve_order(names: list[str], classes: dict[str, type[Plugin]]) -> list[str]:
@@ -92,24 +97,33 @@ class PluginManager:
         self.loaded: dict[str, LoadedPlugin] = {}
         self.available = discover()
 
-    def classes(self) -> dict[str, type[Plugin]]:
-        return {n: load_class(ep) for n, ep in self.available.items()}
+    def classes(self, names: list[str] | None = None) -> dict[str, type[Plugin]]:
+        """Plugin classes by name: the wanted ones and, transitively, their dependencies."""
+        out: dict[str, type[Plugin]] = {}
+        todo = list(names if names is not None else self.available)
+        while todo:
+            n = todo.pop()
+            if n in out or n not in self.available:
+                continue
+            out[n] = load_class(self.available[n])
+            todo.extend(out[n].dependencies)
+        return out
 
     def plan(self) -> list[str]:
         cfg = self.server.config.plugins
         names = wanted(self.available, cfg.enabled, cfg.disabled)
-        classes = self.classes()
         for n in cfg.settings:
-            if n not in classes:
+            if n not in self.available:
                 raise ConfigError(f"[plugins.{n}] configures a plugin that is not installed")
-        return resolve_order(names, classes)
+        return resolve_order(names, self.classes(names))
 
     def config_for(self, cls: type[Plugin]) -> Any:
         return build_dataclass(cls.Config, self.server.config.plugins.settings.get(cls.name, {}), f"plugins.{cls.name}")
 
     async def load_all(self) -> None:
-        classes = self.classes()
-        for name in self.plan():
+        order = self.plan()
+        classes = self.classes(order)
+        for name in order:
             await self.load(classes[name])
 
     async def load(self, cls: type[Plugin]) -> None:

@@ -260,7 +260,7 @@ class C2SConnection(XMLStreamConnection):
             new = await loop.start_tls(
                 self.transport, self, self.server.tls.context, server_side=True, ssl_handshake_timeout=30
             )
-        except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+        except (TimeoutError, OSError, ConnectionError) as e:
             log.info("TLS handshake with %s failed: %s", self.peer, e)
             self.closed = True
             if self.transport is not None:

@@ -5,7 +5,15 @@ in Clark notation, with the stream's content namespace made canonical as ``jabbe
 """
 
 from . import ns
-from .parser import Event, StanzaReceived, StreamClosed, StreamFault, StreamOpened, StreamParser
+from .parser import (
+    Event,
+    StanzaReceived,
+    StreamClosed,
+    StreamFault,
+    StreamOpened,
+    StreamParser,
+    parse_element,
+)
 from .serialize import STREAM_CLOSE, serialize, stream_error, stream_header
 
 __all__ = [
@@ -17,6 +25,7 @@ __all__ = [
     "StreamOpened",
     "StreamParser",
     "ns",
+    "parse_element",
     "serialize",
     "stream_error",
     "stream_header",

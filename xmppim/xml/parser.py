@@ -79,6 +79,7 @@ from . import ns
 
 __all__ = [
     "Event",
+    "parse_element",
     "StanzaReceived",
     "StreamClosed",
     "StreamFault",
@@ -131,8 +132,10 @@ _NAME_CACHE_MAX: Final = 4096
 _UTF16_BOMS: Final = (b"\xfe\xff", b"\xff\xfe")
 
 _ENCODING_ERRORS: Final = frozenset(
-    {expat.errors.codes[expat.errors.XML_ERROR_UNKNOWN_ENCODING],
-     expat.errors.codes[expat.errors.XML_ERROR_INCORRECT_ENCODING]}
+    {
+        expat.errors.codes[expat.errors.XML_ERROR_UNKNOWN_ENCODING],
+        expat.errors.codes[expat.errors.XML_ERROR_INCORRECT_ENCODING],
+    }
 )
 _RESTRICTED_ERRORS: Final = frozenset(
     expat.errors.codes[m]
@@ -455,3 +458,34 @@ class StreamParser:
         """RFC 6120 §11.6: streams are UTF-8; a declaration naming another encoding is refused."""
         if encoding is not None and encoding.lower() != "utf-8":
             self._fail("unsupported-encoding", f"encoding {encoding!r} is not UTF-8 (RFC 6120 §11.6)")
+
+
+def parse_element(
+    data: bytes | str, *, content_ns: str = ns.CLIENT, max_bytes: int = 1 << 20, max_depth: int = 100
+) -> Element:
+    """Parse one first-level element written by :func:`~xmppim.xml.serialize.serialize` (a stanza kept
+    in storage, a WebSocket frame) under the same rules as a live stream, into the same canonical form.
+
+    Wraps ``data`` in a stream header whose default namespace is ``content_ns`` (and which binds the
+    ``stream:`` prefix), so it must be exactly one element, optionally surrounded by whitespace.  Raises
+    ``ValueError`` naming the RFC 6120 stream error condition otherwise.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    parser = StreamParser(max_bytes, content_ns, max_depth=max_depth)
+    header = f"<stream:stream xmlns:stream='{ns.STREAMS}' xmlns='{_quote(content_ns)}'>".encode()
+    events = parser.feed(header)
+    events += parser.feed(raw)
+    if events and isinstance(events[-1], StreamClosed):  # data closed our wrapper itself
+        raise ValueError("bad-format: unexpected </stream:stream>")
+    events += parser.feed(b"</stream:stream>")
+    stanzas = [e.element for e in events if isinstance(e, StanzaReceived)]
+    fault = events[-1] if events else None
+    if isinstance(fault, StreamFault):
+        raise ValueError(f"{fault.condition}: {fault.text}")
+    if len(stanzas) != 1 or not isinstance(fault, StreamClosed):
+        raise ValueError(f"bad-format: expected exactly one element, got {len(stanzas)}")
+    return stanzas[0]
+
+
+def _quote(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace("'", "&apos;")

@@ -8,12 +8,14 @@ namespaced elements.  This writer follows the stream conventions instead:
   component stream unchanged (RFC 6120 §4.8.2).  This applies to the top element and to descendants
   reached without leaving the content namespace (``<body/>``, ``<error/>``...).  A ``{jabber:client}``
   element below an element of another namespace (the stanza inside XEP-0297 ``<forwarded/>``, used by
-  carbons and MAM) stays ``jabber:client``: that is how those XEPs define it, what Prosody and ejabberd
-  send over s2s, and what clients behind a relaying server expect to find.
+  carbons and MAM) stays ``jabber:client``: XEP-0297 §3.2 says the forwarded stanza keeps its namespace,
+  "typically jabber:client", and a client behind a server that relays it verbatim expects exactly that.
+  (The parser folds ``jabber:server`` into ``jabber:client`` on the way in, so that is what comes out.)
 * Only default-namespace declarations are used for elements, and only where the namespace differs from
   the parent's (the top element omits ``xmlns`` when its namespace is ``stream_ns``).  Elements in the
   streams namespace (``<stream:features/>``, ``<stream:error/>``) use the ``stream:`` prefix that the
-  stream header binds.
+  stream header binds, and elements in the XML namespace the reserved ``xml:`` prefix (it may not be
+  declared as a default namespace, and a peer can send such an element for us to relay).
 * ``xml:lang`` keeps the reserved ``xml:`` prefix; other namespaced attributes get prefixes ``a0``,
   ``a1``... declared on the element that uses them.
 * Text escapes ``& < >`` and ``\\r`` (which XML would otherwise normalise to ``\\n``); attribute values
@@ -94,6 +96,7 @@ _CLIENT_NS: Final = ns.CLIENT
 _STREAMS_NS: Final = ns.STREAMS
 _XML_NS: Final = ns.XML
 _XML_LANG: Final = ns.XML_LANG
+_XMLNS_NS: Final = "http://www.w3.org/2000/xmlns/"
 
 
 def _escape_text(s: str) -> str:
@@ -158,9 +161,13 @@ def _open_tag(tag: str, scope_ns: str, stream_ns: str) -> _Open:
     else:
         elem_ns, local = "", tag
     _check_name(local, tag)
-    if elem_ns == _STREAMS_NS:
-        name = "stream:" + local  # prefix bound by the stream header; children keep scope_ns
+    if elem_ns == _STREAMS_NS or elem_ns == _XML_NS:
+        # Prefixes already bound (by the stream header; ``xml`` always): children keep scope_ns.  The
+        # XML namespace may not be declared as a default namespace at all (Namespaces in XML §3).
+        name = ("stream:" if elem_ns == _STREAMS_NS else "xml:") + local
         result = ("<" + name, "</" + name + ">", scope_ns)
+    elif elem_ns == _XMLNS_NS:
+        raise ValueError(f"{tag!r}: no element can be in the xmlns namespace")
     elif elem_ns == scope_ns:
         result = ("<" + local, "</" + local + ">", scope_ns)
     else:
@@ -172,9 +179,8 @@ def _open_tag(tag: str, scope_ns: str, stream_ns: str) -> _Open:
 
 
 def _check_name(local: str, full: str) -> None:
-    """Refuse names that would make the output malformed (or forge a namespace declaration: a classic
-    ElementTree mistake is ``el.set("xmlns", ...)``); the peer would close our stream over it."""
-    if _NCNAME.fullmatch(local) is None or local == "xmlns":
+    """Refuse names that would make the output malformed; the peer would close our stream over it."""
+    if _NCNAME.fullmatch(local) is None:
         raise ValueError(f"{full!r} is not a name that can be serialized")
 
 
@@ -182,10 +188,14 @@ _checked_attr_names: set[str] = set()
 
 
 def _check_attr_name(k: str) -> None:
+    """As :func:`_check_name`; also refuse ``xmlns``, a classic ElementTree mistake
+    (``el.set("xmlns", ...)``) that would forge a second namespace declaration."""
     if k[0] == "{":
         _check_name(k[1:].partition("}")[2], k)
     else:
         _check_name(k, k)
+    if k == "xmlns":
+        raise ValueError("'xmlns' is a namespace declaration, not an attribute: put the namespace in the tag")
     if len(_checked_attr_names) >= _CACHE_MAX:
         _checked_attr_names.clear()
     _checked_attr_names.add(k)
@@ -196,6 +206,10 @@ def _namespaced_attr(k: str, v: str, generated: int) -> str:
     attr_ns, _, local = k[1:].partition("}")
     if attr_ns == _XML_NS:
         return f' xml:{local}="{_escape_attr(v)}"'
+    if not attr_ns:  # "{}name" is just an attribute without namespace
+        return f' {local}="{_escape_attr(v)}"'
+    if attr_ns == _XMLNS_NS:
+        raise ValueError(f"{k!r}: namespace declarations are not attributes here")
     prefix = f"a{generated}"
     decl = f' xmlns:{prefix}="{_escape_attr_uncached(attr_ns)}"'
     return f'{decl} {prefix}:{local}="{_escape_attr(v)}"'

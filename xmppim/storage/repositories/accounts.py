@@ -69,9 +69,7 @@ class SQLAccountStore:
 
     async def exists(self, username: str, domain: str) -> bool:
         async with self._sm() as s:
-            r = await s.execute(
-                select(Account.id).where(Account.username == username, Account.domain == domain)
-            )
+            r = await s.execute(select(Account.id).where(Account.username == username, Account.domain == domain))
             return r.first() is not None
 
     async def set_password(self, username: str, domain: str, password: str) -> bool:

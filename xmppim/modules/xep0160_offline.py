@@ -1,0 +1,80 @@
+"""XEP-0160 offline messages: kept for users with no available resource, delivered at their next login.
+
+A message is committed to the database *before* the sender's stream moves on (the handler hands the router
+an awaitable), so a server killed right after accepting it still has it. Each stored copy gets an XEP-0203
+``<delay/>`` stamp. Delivery happens on the first available presence with non-negative priority (XEP-0160
+§3), oldest first; rows are deleted only after the stanzas were written to the session, so a crash in
+between re-delivers rather than loses. A full mailbox (``[limits] offline_quota``) bounces the message with
+``service-unavailable`` and the text saying why, like Prosody's quota answer; messages marked with the
+XEP-0334 ``<no-store/>`` hint are not kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from xml.etree.ElementTree import SubElement
+
+from ..plugins.api import Plugin, StanzaEvent, Xep, error_reply
+from ..storage.repositories.offline import SQLOfflineStore
+from ..xml.serialize import serialize
+from .rfc6121_roster import fromstring_client
+
+HINTS = "urn:xmpp:hints"
+
+
+class OfflineModule(Plugin):
+    name = "offline"
+    builtin = True
+    dependencies = ("presence",)
+    xeps = (Xep(160, "1.0.1"), Xep(203, "2.0"))
+
+    async def start(self) -> None:
+        self.store = SQLOfflineStore(self.ctx.db)
+        self.quota = self.ctx.server_config.limits.offline_quota
+        self.batch = self.ctx.server_config.limits.max_offline_delivery
+        self.ctx.add_feature("msgoffline")
+        self.ctx.hook("message/offline", self.on_offline)
+        self.ctx.hook("presence/initial", self.on_initial)
+        self.ctx.provide("offline", self)
+
+    def on_offline(self, ev: StanzaEvent) -> Any:
+        if ev.stanza.find(f"{{{HINTS}}}no-store") is not None:
+            return True
+        return self._store(ev)
+
+    async def _store(self, ev: StanzaEvent) -> Any:
+        owner = ev.bare_to
+        if not await self.ctx.user_exists(owner):
+            return error_reply(ev.stanza, "service-unavailable")
+        stanza = ev.stanza
+        delay = SubElement(
+            stanza,
+            "{urn:xmpp:delay}delay",
+            {"from": ev.domain, "stamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+        )
+        delay.text = "Offline storage"
+        ok = await self.store.store(owner, serialize(stanza).decode(), self.quota)
+        if not ok:
+            stanza.remove(delay)
+            return (
+                self.ctx.send(error_reply(stanza, "service-unavailable", "The recipient's offline storage is full"))
+                or True
+            )
+        return True
+
+    def on_initial(self, session: Any) -> Any:
+        if session.priority < 0:
+            return None
+        return self.deliver(session)
+
+    async def deliver(self, session: Any) -> None:
+        while True:
+            rows = await self.store.fetch(session.bare_jid, self.batch)
+            if not rows:
+                return
+            for _id, text in rows:
+                session.deliver(fromstring_client(text))
+            await self.store.delete(session.bare_jid, [i for i, _ in rows])
+            if len(rows) < self.batch or session.closed:
+                return
