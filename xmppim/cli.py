@@ -245,8 +245,8 @@ def cmd_plugins(args: argparse.Namespace, cfg: Config) -> int:
     enabled = set(wanted(avail, cfg.plugins.enabled, cfg.plugins.disabled))
     registrations: dict[str, list[str]] = {}
     if args.registrations:
-        registrations = run(_registrations(cfg))  # type: ignore[arg-type]
-    rows = []
+        registrations = asyncio.run(_registrations(cfg))
+    rows: list[dict[str, Any]] = []
     for name, ep in sorted(avail.items()):
         try:
             cls = load_class(ep)
@@ -276,7 +276,7 @@ def cmd_plugins(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-async def _registrations(cfg: Config) -> Any:
+async def _registrations(cfg: Config) -> dict[str, list[str]]:
     from .server import Server
 
     server = Server(cfg)
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("rest", nargs=argparse.REMAINDER)
     io.set_defaults(fn=cmd_interop)
     try:
-        from plugins.wallet.cli import add_wallet_commands  # type: ignore[import-not-found]
+        from plugins.wallet.cli import add_wallet_commands
 
         add_wallet_commands(sub)
     except ImportError:

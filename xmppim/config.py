@@ -213,6 +213,7 @@ def config_from_dict(data: dict[str, Any], source: str | None = None) -> Config:
     cfg.components = {dom: build_dataclass(ComponentSecret, v, f'components."{dom}"') for dom, v in components.items()}
     cfg.source = source
     validate(cfg)
+    assert isinstance(cfg, Config)
     return cfg
 
 

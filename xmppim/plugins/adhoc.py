@@ -98,7 +98,12 @@ class CommandRegistry:
 
     def add(self, cmd: Command) -> Callable[[], None]:
         self.commands[cmd.node] = cmd
-        return lambda: self.commands.pop(cmd.node, None) and None
+
+        def remove() -> None:
+            if self.commands.get(cmd.node) is cmd:
+                del self.commands[cmd.node]
+
+        return remove
 
     def visible(self, requester_bare: str) -> list[Command]:
         return [c for c in self.commands.values() if c.allowed is None or c.allowed(requester_bare)]
@@ -125,12 +130,12 @@ class CommandRegistry:
     async def execute(self, iq: Element) -> Element:
         """Answer one ``<command/>`` IQ set; always returns the reply stanza."""
         now = time.monotonic()
-        for sid in [s for s, v in self._sessions.items() if v.expires < now]:
-            del self._sessions[sid]
+        for old in [k for k, v in self._sessions.items() if v.expires < now]:
+            del self._sessions[old]
         cmd_el = iq[0]
         node = cmd_el.get("node", "")
         action = cmd_el.get("action", "execute")
-        sid = cmd_el.get("sessionid")
+        sid = cmd_el.get("sessionid", "")
         requester = iq.get("from", "")
         bare = requester.split("/", 1)[0]
         if action not in ("execute", "next", "prev", "complete", "cancel"):

@@ -317,7 +317,8 @@ class PluginContext:
 
     @property
     def db(self) -> AsyncEngine:
-        return self._server.engine
+        engine: AsyncEngine = self._server.engine
+        return engine
 
     @property
     def hosts(self) -> set[str]:

@@ -87,12 +87,12 @@ class SQLAccountStore:
                     sha256_server_key=k.sha256_server_key,
                 )
             )
-            return bool(r.rowcount)  # type: ignore[attr-defined]
+            return bool(r.rowcount)
 
     async def delete(self, username: str, domain: str) -> bool:
         async with self._sm.begin() as s:
             r = await s.execute(delete(Account).where(Account.username == username, Account.domain == domain))
-            return bool(r.rowcount)  # type: ignore[attr-defined]
+            return bool(r.rowcount)
 
     async def list(self, domain: str | None = None) -> list[str]:
         q = select(Account.username, Account.domain).order_by(Account.domain, Account.username)
