@@ -106,8 +106,18 @@ class EventBus:
                 self._failed(e, name, exc)
                 return HandlerFailed(e.owner, name, exc)
             if r is not None:
+                if hasattr(r, "__await__"):
+                    return self._owned(r, e.owner, name)
                 return r
         return None
+
+    async def _owned(self, aw: Any, owner: str, name: str) -> Any:
+        """Await a handler's awaitable so that a late failure is still counted against its owner."""
+        try:
+            return await aw
+        except Exception as exc:
+            self.count_failure(owner, name, exc)
+            raise
 
     def notify(self, name: str, payload: Any) -> list[Any]:
         """Run every handler regardless of results (observers); returns awaitables they handed back."""

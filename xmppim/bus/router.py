@@ -210,9 +210,11 @@ class Router:
     async def _guard(self, ev: StanzaEvent, aw: Awaitable[Any]) -> None:
         try:
             r = await aw
-        except Exception as exc:
-            self.bus.count_failure(getattr(aw, "__qualname__", "handler"), "async", exc)
-            self.reply_error(ev.stanza, "internal-server-error")
+        except Exception:
+            # Already logged and counted against its plugin (EventBus._owned); answer this stanza alone.
+            r2 = self.reply_error(ev.stanza, "internal-server-error")
+            if r2 is not None:
+                await r2
             return
         if r is not None and r is not True:
             inner = self._result(ev, r)

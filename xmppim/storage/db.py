@@ -46,7 +46,10 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        opts = conn.get_execution_options()
+        if opts.get("isolation_level") == "AUTOCOMMIT":
+            return  # the caller manages BEGIN itself (e.g. the wallet ledger's explicit BEGIN IMMEDIATE)
+        mode = opts.get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
