@@ -79,11 +79,19 @@ async def running_server(cfg: Config) -> AsyncIterator[Server]:
         await server.stop()
 
 
+_CLIENT_CTX: ssl.SSLContext | None = None
+
+
 def client_ssl_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    """One shared client context that accepts the self-signed test certificate (made once: loading the
+    system CA store costs ~40 ms, which would dominate every test login)."""
+    global _CLIENT_CTX
+    if _CLIENT_CTX is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        _CLIENT_CTX = ctx
+    return _CLIENT_CTX
 
 
 # ------------------------------------------------------------------ slixmpp
@@ -108,16 +116,21 @@ async def slix_client(
     c.add_event_handler(
         "failed_all_auth", lambda _e: started.done() or started.set_exception(PermissionError("auth failed"))
     )
-    if direct_tls:
-        c.enable_direct_tls = True  # type: ignore[attr-defined]
-        c.tls_services = ["xmpps-client"] if hasattr(c, "tls_services") else None
-        port = server.ports["c2s_direct_tls"]
-        c.connect("127.0.0.1", port)
-    else:
-        c.connect("127.0.0.1", server.ports["c2s"])
+    # slixmpp 1.17 tries direct TLS first unless told which port speaks what.
+    c.enable_direct_tls = direct_tls  # type: ignore[attr-defined]
+    c.connect("127.0.0.1", server.ports["c2s_direct_tls" if direct_tls else "c2s"])
     await asyncio.wait_for(started, timeout)
     if presence:
         c.send_presence()
+        # Return only once the server has the initial presence: a message to the bare JID sent right
+        # after would otherwise race it and go to offline storage.
+        full = str(c.boundjid)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not any(s.full_jid == full for s in server.sessions.available(c.boundjid.bare)):
+            if loop.time() > end:
+                raise TimeoutError(f"{full}'s initial presence never reached the server")
+            await asyncio.sleep(0.01)
     return c
 
 

@@ -33,6 +33,8 @@ class ServerConfig:
 class StorageConfig:
     url: str = ""
     """SQLAlchemy URL; empty means ``sqlite+aiosqlite:///<data_dir>/xmppim.db``."""
+    sqlite_synchronous: str = "normal"
+    """SQLite only: 'normal' survives a server crash, 'full' also a power loss (slower); see storage/db.py."""
 
 
 @dataclass

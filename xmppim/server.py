@@ -101,7 +101,7 @@ class Server:
 
         if migrate:
             await asyncio.to_thread(upgrade, cfg)
-        self.engine = create_engine(cfg.storage_url)
+        self.engine = create_engine(cfg.storage_url, cfg.storage.sqlite_synchronous)
         self.accounts = SQLAccountStore(self.engine)
         self.tls = load_tls(cfg.tls.cert, cfg.tls.key, cfg.data_path, sorted(self.hosts))
         for domain in cfg.components:

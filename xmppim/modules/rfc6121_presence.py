@@ -153,19 +153,25 @@ class PresenceModule(Plugin):
                     self.ctx.spawn(r)
 
     def _answer_probe_locally(self, contact: str, to_session: Any) -> None:
+        """Answer the probe for a local contact right away — through the router, so that every stanza/in
+        policy (blocking, say) applies to these presences exactly as to any other."""
         resources = self.ctx.sessions.available(contact)
+        answers = []
         if not resources:
             p = Element(PRESENCE, {"type": "unavailable", "from": contact, "to": to_session.full_jid})
             last = self._last_logout(contact)
             if last:
                 SubElement(p, "{urn:xmpp:delay}delay", {"from": contact.split("@")[-1], "stamp": last})
-            to_session.deliver(p)
-            return
+            answers.append(p)
         for r in resources:
             assert r.presence is not None
             p = copy.copy(r.presence)
             p.attrib = dict(r.presence.attrib, **{"from": r.full_jid, "to": to_session.full_jid})
-            to_session.deliver(p)
+            answers.append(p)
+        for p in answers:
+            result = self.ctx.route_as(self.origin, p)
+            if result is not None:
+                self.ctx.spawn(result)
 
     def _last_logout(self, contact: str) -> str:
         try:

@@ -45,6 +45,7 @@ GROUP = f"{{{NS}}}group"
 MAX_NAME = 1023
 MAX_GROUP = 1023
 MAX_ITEMS = 2000
+OFFLINE_CACHE = 10_000
 
 
 class Roster:
@@ -127,8 +128,8 @@ class RosterModule(Plugin):
         try:
             version, items = await self.store.load(owner)
             r = Roster(owner, version, items)
-            if self.ctx.sessions.is_online(owner) or owner not in self.rosters:
-                self.rosters[owner] = r
+            self.rosters[owner] = r
+            self._trim()
             fut.set_result(r)
             return r
         except BaseException as e:
@@ -137,6 +138,20 @@ class RosterModule(Plugin):
             raise
         finally:
             self._loading.pop(owner, None)
+
+    def _trim(self) -> None:
+        """Keep online users' rosters; of offline users' (loaded for probes, subscriptions, last activity)
+        keep at most OFFLINE_CACHE, dropping the oldest that nobody is changing right now."""
+        excess = len(self.rosters) - OFFLINE_CACHE
+        if excess <= 0:
+            return
+        for owner in list(self.rosters):
+            if excess <= 0:
+                break
+            r = self.rosters[owner]
+            if not r.lock.locked() and not self.ctx.sessions.is_online(owner):
+                del self.rosters[owner]
+                excess -= 1
 
     def on_closed(self, session: Any) -> None:
         if not self.ctx.sessions.is_online(session.bare_jid):

@@ -38,7 +38,7 @@ class VCardConfig:
 class VCardModule(Plugin):
     name = "vcard"
     builtin = True
-    xeps = (Xep(54, "1.3.0", "partial"),)
+    xeps = (Xep(54, "1.3.0"),)
     Config = VCardConfig
     description = "XEP-0054 vcard-temp storage"
 

@@ -8,7 +8,8 @@ Done (XEP-0191 1.3):
   ``policy-violation``; blocking one's own account is refused (§5: never block one's own resources).
 * §3.3: on block, each available resource of the user sends ``unavailable`` to the blocked JID if that JID
   may see the user's presence (roster subscription 'from'/'both', or directed presence it received).
-  §3.4/§3.5: on unblock, the user's current presence goes to the unblocked JIDs allowed to see it.
+  §3.4/§3.5: on unblock, the user's current presence goes to the unblocked JIDs allowed to see it, and the
+  server probes the unblocked contacts the user is subscribed to (their presence was dropped meanwhile).
 * Enforcement, in a ``stanza/in`` hook at ``PRIORITY_FIRST`` (before any routing or handler):
 
   - inbound (§3.3): to a local user from a JID on their blocklist — presence dropped silently, messages
@@ -103,10 +104,20 @@ class BlockingModule(Plugin):
         blocked = self.index.get(owner)
         if blocked is None or not jid:
             return False
-        norm = _norm(jid)
+        return self._covers(blocked, owner, _norm(jid))
+
+    def _covers(self, blocked: frozenset[str], owner: str, norm: str) -> bool:
+        """``blocked`` (owner's list) covers normalised ``norm``, except the server and the owner's own JIDs."""
         if not norm or norm in self.hosts or norm.partition("/")[0] == owner:
             return False
         return matches(blocked, norm)
+
+    def either(self, a: str, b: str) -> bool:
+        """Whether stanzas between JIDs ``a`` and ``b`` are refused because one (a local user) blocked the other.
+
+        For code that delivers without routing, e.g. a probe answered from a local contact's sessions.
+        """
+        return self.is_blocked(a.partition("/")[0], b) or self.is_blocked(b.partition("/")[0], a)
 
     # -------------------------------------------------------- enforcement
     def on_stanza(self, ev: StanzaEvent) -> Any:
@@ -119,12 +130,15 @@ class BlockingModule(Plugin):
             return None
         if ev.node:
             owner = f"{ev.node}@{ev.domain}"
-            if owner in index and self.is_blocked(owner, from_):
+            blocked = index.get(owner)
+            # A client's 'from' is its bound full JID, already normalised; others' may not be.
+            if blocked is not None and self._covers(blocked, owner, from_ if ev.origin.kind == "c2s" else _norm(from_)):
                 return self._refuse_inbound(ev)
         to = ev.to
         if to:
             sender = from_.partition("/")[0]
-            if sender in index and self.is_blocked(_norm(sender), to):
+            blocked = index.get(sender)
+            if blocked is not None and self._covers(blocked, sender, to):  # the router normalised 'to'
                 return self._refuse_outbound(ev)
         return None
 
@@ -219,6 +233,7 @@ class BlockingModule(Plugin):
             self._push(owner, UNBLOCK, jids)  # an empty <unblock/> tells resources "everything" (§3.5)
         if gone:
             await self._presence_to(owner, gone)
+            await self._probe(owner, gone)
         return True
 
     async def _reply(self, ev: StanzaEvent) -> None:
@@ -280,6 +295,23 @@ class BlockingModule(Plugin):
                 p = copy.copy(s.presence)
                 p.attrib = dict(s.presence.attrib, to=jid, **{"from": s.full_jid})
                 await self._route(p)
+
+    async def _probe(self, owner: str, unblocked: list[str]) -> None:
+        """After unblocking, learn the current presence of unblocked contacts the user is subscribed to.
+
+        Not required by XEP-0191, but their presence was dropped while blocked, so the user's clients would
+        show them offline until they next change presence (RFC 6121 §4.3: the server probes for the user).
+        """
+        if not self.ctx.sessions.available(owner):
+            return
+        try:
+            roster = await self.ctx.service("roster").get(owner)
+            subscribed_to = set(roster.subscriptions())
+        except (KeyError, AttributeError):
+            return
+        for jid in unblocked:
+            if jid in subscribed_to:
+                await self._route(Element(PRESENCE, {"type": "probe", "from": owner, "to": jid}))
 
     async def _route(self, stanza: Element) -> None:
         r = self._send_unchecked(stanza)

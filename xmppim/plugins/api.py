@@ -32,6 +32,7 @@ from ..bus.events import (
 from ..bus.router import DeliverEvent, StanzaEvent
 from ..sessions.registry import ClientSession, SessionRegistry
 from ..stanza import error_reply, iq_result
+from ..transports.http import PARAMS
 from .adhoc import Command, CommandError, CommandHandler, CommandRegistry, CommandRequest, CommandResponse
 from .component import Component
 from .forms import Field, Form
@@ -67,6 +68,7 @@ __all__ = [
     "PRIORITY_NORMAL",
     "PRIORITY_LATE",
     "PRIORITY_DEFAULT_ACTION",
+    "PARAMS",
 ]
 
 
@@ -252,27 +254,28 @@ class PluginContext:
     def http_route(
         self, method: str, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> None:
-        """Serve ``method`` ``/plugins/NAME/<path>``; ``{var}`` segments land in ``request['params']``."""
+        """Serve ``method`` ``/plugins/NAME/<path>``; ``{var}`` segments land in ``request[PARAMS]``."""
         self._undo.append(self._server.http.add_route(self.name, method, path, handler))
         self.registrations.append(f"http {method} /plugins/{self.name}/{path.lstrip('/')}")
 
     # ---------------------------------------------------------------- tasks
     def spawn(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any]) -> asyncio.Task[Any]:
-        """Run a background task that is cancelled when the plugin unloads or the server stops."""
+        """Run a background task that is cancelled when the plugin unloads or the server stops.
 
-        async def run() -> Any:
-            try:
-                return await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.log.exception("background task of %s failed", self.name)
-                self._server.bus.failures[self.name] = self._server.bus.failures.get(self.name, 0) + 1
-
-        task = asyncio.get_running_loop().create_task(run())
+        A failure is logged and counted against the plugin (``bus.failures``), never raised at the server.
+        """
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._server.bus.count_failure(self.name, "background task", exc)
 
     def add_timer(self, interval: float, fn: Callable[[], Awaitable[Any]]) -> None:
         """Call ``fn`` every ``interval`` seconds until unload; a failing call is logged, not fatal."""

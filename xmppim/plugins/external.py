@@ -236,8 +236,8 @@ class ExternalContext(PluginContext):
         if not self._warned_server_only:
             self._warned_server_only = True
             self.log.warning(
-                "%s: server events are not available to an external component (ignored; "
-                "further such calls are logged at debug level)",
+                "%s ignored: server events are not available to an external component (it registers "
+                "nothing on the server; further such calls are logged at debug level)",
                 what,
             )
         else:
@@ -372,21 +372,25 @@ class ExternalContext(PluginContext):
 
     # ---------------------------------------------------------------- tasks
     def spawn(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any]) -> asyncio.Task[Any]:
-        """Run a background task, cancelled when the component stops; failures are logged and counted."""
+        """Run a background task, cancelled when the component stops; failures are logged and counted.
 
-        async def run() -> Any:
-            try:
-                return await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.log.exception("background task of %s failed", self.name)
-                self.failures += 1
-
-        task = asyncio.get_running_loop().create_task(run())
+        The coroutine itself becomes the task (no wrapper coroutine), so cancelling a task that never
+        ran still closes it cleanly instead of leaving a "never awaited" coroutine behind.
+        """
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(coro if asyncio.iscoroutine(coro) else _await(coro))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.failures += 1
+            self.log.error("background task of %s failed", self.name, exc_info=exc)
 
     # --------------------------------------------------------------- server
     @property
@@ -445,6 +449,10 @@ class ExternalContext(PluginContext):
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+
+async def _await(aw: Awaitable[Any]) -> Any:
+    return await aw
 
 
 def plugin_class(name: str) -> type[Plugin]:

@@ -14,6 +14,8 @@ from typing import Any
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PARAMS: web.RequestKey[dict[str, str]] = web.RequestKey("xmppim_params", dict)
+"""Where a plugin route's ``{var}`` segments land: ``request[PARAMS]``."""
 
 
 class HTTPService:
@@ -44,7 +46,7 @@ class HTTPService:
             if method != request.method:
                 allowed.append(method)
                 continue
-            request["params"] = m.groupdict()
+            request[PARAMS] = m.groupdict()
             return await handler(request)
         if allowed:
             raise web.HTTPMethodNotAllowed(request.method, allowed)

@@ -8,6 +8,7 @@ SCRAM-*-PLUS uses: Python's ``ssl`` offers neither tls-exporter nor tls-unique f
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import datetime as dt
 import hashlib
 import ssl
@@ -18,6 +19,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+
+TLS_READ_BUFFER = 32 * 1024
+"""Per-connection TLS read buffer. asyncio's SSLProtocol allocates 256 KiB per connection for it (a fresh,
+zero-filled bytearray that glibc serves from the heap once its mmap threshold has risen), which made an idle
+TLS client cost ~300 KiB of RSS here. Two TLS records fit in 32 KiB; bigger bursts just take more reads.
+(uvloop has its own compiled SSL protocol with a fixed buffer: it uses more memory per idle connection.)"""
+asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 @dataclass(frozen=True)
