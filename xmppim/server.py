@@ -73,7 +73,6 @@ class Server:
         self.items = Items()
         self.sessions = SessionRegistry()
         self.router = Router(self.bus, self.sessions, self.hosts)
-        self.router.fault = os.environ.get("XMPPIM_FAULT", "")
         self.services: dict[str, Any] = {}
         self.server_commands = CommandRegistry(self.default_domain)
         self.http = HTTPService()

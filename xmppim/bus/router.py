@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from xml.etree.ElementTree import Element
 
+from .. import faults
 from .. import jid as jidlib
 from ..sessions.registry import ClientSession, Deliverable, SessionRegistry
 from ..stanza import IQ, MESSAGE, PRESENCE, C, error_reply, payload_ns
@@ -101,8 +102,8 @@ class Router:
         """Component domains → their live connection (None while a configured one is disconnected)."""
         self._pending_iq: dict[tuple[str, str], asyncio.Future[Element]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
-        self.fault: str = ""
-        """Test-only fault injection (env XMPPIM_FAULT), used to prove the interop tier can fail."""
+        self.fault_drop_messages = faults.active("drop-messages")
+        """Test-only fault injection (``xmppim/faults.py``), proving the interop tier can fail."""
         bus.hook("message/bare", self._message_bare, PRIORITY_DEFAULT_ACTION)
         bus.hook("message/full", self._message_full, PRIORITY_DEFAULT_ACTION)
         bus.hook("message/deliver", self._deliver, PRIORITY_DEFAULT_ACTION)
@@ -276,6 +277,8 @@ class Router:
         return self.bus.fire("message/bare", ev)
 
     def _deliver(self, de: DeliverEvent) -> Any:
+        if self.fault_drop_messages and de.event.stanza.get("type", "normal") in ("chat", "normal"):
+            return True
         de.session.deliver(de.event.stanza)
         return True
 

@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, fromstring
 
+from .. import faults
 from .. import jid as jidlib
 from ..plugins.api import PRIORITY_EARLY, PRIORITY_LATE, Plugin, StanzaEvent, Xep, error_reply, iq_result
 from ..sessions.roster import (
@@ -172,6 +173,8 @@ class RosterModule(Plugin):
     # --------------------------------------------------------------- pushes
     def push(self, roster: Roster, entry: RosterEntry, removed: bool = False) -> None:
         """RFC 6121 §2.1.6: push the changed item to every interested resource."""
+        if faults.active("drop-roster-push"):
+            return
         for s in self.ctx.sessions.resources(roster.owner):
             if not s.interested:
                 continue

@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-
 TLS_READ_BUFFER = 32 * 1024
 """Per-connection TLS read buffer. asyncio's SSLProtocol allocates 256 KiB per connection for it (a fresh,
 zero-filled bytearray that glibc serves from the heap once its mmap threshold has risen), which made an idle
