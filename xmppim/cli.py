@@ -351,11 +351,44 @@ def build_parser() -> argparse.ArgumentParser:
     io.set_defaults(fn=cmd_interop)
     try:
         from plugins.wallet.cli import add_wallet_commands
-
-        add_wallet_commands(sub)
     except ImportError:
         pass
+    else:
+        add_wallet_commands(sub)
+        sub.choices["wallet"].set_defaults(fn=cmd_wallet)
     return p
+
+
+def cmd_wallet(args: argparse.Namespace, cfg: Config) -> int:
+    """``xmppim wallet ...``: the ledger's own CLI, on this server's database, data_dir and settings."""
+    from plugins.wallet.cli import run as wallet_run
+    from plugins.wallet.ledger import Ledger
+    from plugins.wallet.plugin import WalletSettings
+
+    from .config import build_dataclass
+    from .storage.db import create_engine
+    from .storage.migrate import upgrade
+    from .storage.repositories.accounts import SQLAccountStore
+
+    settings = build_dataclass(WalletSettings, cfg.plugins.settings.get("wallet", {}), "plugins.wallet")
+    wcfg = settings.ledger_config(cfg.server.admins)
+
+    async def go() -> int:
+        await asyncio.to_thread(upgrade, cfg)
+        engine = create_engine(cfg.storage_url, cfg.storage.sqlite_synchronous)
+        accounts = SQLAccountStore(engine)
+
+        async def user_exists(bare: str) -> bool:
+            node, _, domain = bare.partition("@")
+            return domain in cfg.server.domains and await accounts.exists(node, domain)
+
+        try:
+            await Ledger(engine, wcfg, user_exists=user_exists, data_dir=cfg.data_path).init()
+            return await wallet_run(args, engine, cfg.data_path, config=wcfg, user_exists=user_exists)
+        finally:
+            await engine.dispose()
+
+    return run(go())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,7 +87,7 @@ class LimitsConfig:
 
 @dataclass
 class PluginsConfig:
-    enabled: list[str] = field(default_factory=list)
+    enabled: list[str] = field(default_factory=lambda: ["wallet"])
     """Plugins (entry points in group ``xmppim.plugins``) to load besides the built-in modules."""
     disabled: list[str] = field(default_factory=list)
     """Built-in modules to leave out."""

@@ -84,3 +84,21 @@ def test_plugins_list(tmp_path: Path) -> None:
     assert any("XEP-0199" in x for x in rows["ping"]["xeps"])
     r = xmppim(cfg, "plugins", "list", "--registrations")
     assert "hook iq/get/urn:xmpp:ping" in r.stdout
+
+
+def test_wallet_cli(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    assert xmppim(cfg, "user", "add", "amy@localhost", "--password", "a").returncode == 0
+    minted = xmppim(cfg, "wallet", "mint", "amy@localhost", "120", "--memo", "welcome")
+    assert minted.returncode == 0, minted.stderr
+    bal = xmppim(cfg, "wallet", "balance", "amy@localhost")
+    assert bal.returncode == 0 and bal.stdout.strip() == "120"
+    hist = xmppim(cfg, "wallet", "history", "amy@localhost").stdout.strip().splitlines()
+    assert len(hist) == 1 and "120" in hist[0] and "welcome" in hist[0]
+    unknown = xmppim(cfg, "wallet", "mint", "nobody@localhost", "5")
+    assert unknown.returncode == 1 and "unknown-recipient" in unknown.stderr
+    export = xmppim(cfg, "wallet", "export", "--output", str(tmp_path / "x.csv"))
+    assert export.returncode == 0
+    assert (tmp_path / "x.csv").read_text().count("\n") == 2  # header + one transfer
+    verify = xmppim(cfg, "wallet", "verify")
+    assert verify.returncode == 0 and verify.stdout.startswith("OK")
