@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -107,3 +108,48 @@ async def test_accounts_survive_restart_and_sigterm_closes_streams(proc: ServerP
     await c.close()
     out = proc.cli("user", "list").stdout.split()
     assert out == ["alice@localhost", "bob@localhost"]
+
+
+async def test_wallet_survives_sigkill_in_a_transfer_storm(proc: ServerProcess) -> None:
+    """Issue 5: SIGKILL during many transfers; afterwards `xmppim wallet verify` passes and every transfer a
+    client saw confirmed is in the ledger."""
+    ns = "urn:xmppim:wallet:0"
+    for u in ("alice", "bob"):
+        assert proc.cli("wallet", "mint", f"{u}@localhost", "100000").returncode == 0
+    proc.start()
+    confirmed: set[str] = set()
+    clients = {}
+    for u in ("alice", "bob"):
+        c = await RawClient.connect(proc.port)
+        await c.login(u, "pw", "storm")
+        clients[u] = c
+
+    async def storm(u: str, to: str) -> None:
+        c = clients[u]
+        for i in range(10_000):
+            c.send_raw(
+                f"<iq type='set' id='{i}' to='wallet.localhost'><transfer xmlns='{ns}' to='{to}@localhost' "
+                f"amount='1' id='{u}-{i}'/></iq>"
+            )
+            try:
+                r = await c.recv(timeout=5)
+            except Exception:
+                return  # the server is gone
+            t = r.find(f"{{{ns}}}transfer")
+            if r.get("type") == "result" and t is not None:
+                confirmed.add(t.get("seq", ""))
+
+    tasks = [asyncio.ensure_future(storm("alice", "bob")), asyncio.ensure_future(storm("bob", "alice"))]
+    while len(confirmed) < 30:
+        await asyncio.sleep(0.05)
+    proc.kill()
+    await asyncio.gather(*tasks)
+    for c in clients.values():
+        await c.close()
+    verify = proc.cli("wallet", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    export = proc.cli("wallet", "export")
+    seqs = {line.split(",")[0] for line in export.stdout.splitlines()[1:]}
+    assert confirmed <= seqs
+    balances = [int(proc.cli("wallet", "balance", f"{u}@localhost").stdout) for u in ("alice", "bob")]
+    assert sum(balances) == 200_000  # nothing created or lost
