@@ -29,7 +29,7 @@ lint: setup
 	$(VENV)/bin/mypy xmppim plugins
 
 interop: setup
-	bash scripts/interop.sh $(TARGET)
+	bash scripts/interop.sh $(INTEROP_ARGS)
 
 bench: setup
 	$(PY) -m bench.run $(BENCH_ARGS)

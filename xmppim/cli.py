@@ -251,7 +251,7 @@ def cmd_plugins(args: argparse.Namespace, cfg: Config) -> int:
         try:
             cls = load_class(ep)
         except Exception as e:
-            print(f"{name:<16} BROKEN: {e}")
+            print(f"xmppim: plugin {name} cannot be loaded: {e}", file=sys.stderr)
             continue
         rows.append(
             {
@@ -392,6 +392,17 @@ def cmd_wallet(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "interop" in argv:
+        # Everything after `interop` belongs to the interop tier's own parser (--host, --account, ...).
+        i = argv.index("interop")
+        head, rest = argv[:i], argv[i + 1 :]
+        if not any(a in head for a in ("-h", "--help")):
+            parser = build_parser()
+            args = parser.parse_args([*head, "interop"])
+            args.rest = rest
+            setup_logging(args.log_level)
+            return int(args.fn(args, load_config(args.config)))
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)

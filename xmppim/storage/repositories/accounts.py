@@ -30,6 +30,7 @@ class AccountStore(Protocol):
 class SQLAccountStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._sm = sessionmaker(engine)
+        self._engine = engine
 
     async def create(self, username: str, domain: str, password: str) -> None:
         k = derive_keys(password)
@@ -52,10 +53,12 @@ class SQLAccountStore:
             raise AccountExists(f"{username}@{domain}") from None
 
     async def get_keys(self, username: str, domain: str) -> ScramKeys | None:
-        async with self._sm() as s:
+        """One Core SELECT (no ORM identity map): this runs at every login."""
+        t = Account.__table__
+        async with self._engine.connect() as conn:
             row = (
-                await s.execute(select(Account).where(Account.username == username, Account.domain == domain))
-            ).scalar_one_or_none()
+                await conn.execute(select(t).where(t.c.username == username, t.c.domain == domain))
+            ).first()
         if row is None:
             return None
         return ScramKeys(

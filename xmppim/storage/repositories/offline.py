@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db import sessionmaker
@@ -20,18 +20,30 @@ class OfflineStore(Protocol):
 
 
 class SQLOfflineStore:
+    """Counts per owner are cached after the first look (this store is the only writer of the table), so
+    storing a message is one INSERT in one short write transaction."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._sm = sessionmaker(engine)
+        self._engine = engine
+        self._counts: dict[str, int] = {}
 
     async def store(self, owner: str, stanza: str, quota: int) -> bool:
         """Append unless the user already has ``quota`` messages; True once committed (durable)."""
-        async with self._sm.begin() as s:
-            n = (
-                await s.execute(select(func.count()).select_from(OfflineMessage).where(OfflineMessage.owner == owner))
-            ).scalar_one()
-            if n >= quota:
-                return False
-            s.add(OfflineMessage(owner=owner, stanza=stanza, created_at=datetime.now(UTC)))
+        n = self._counts.get(owner)
+        if n is None:
+            n = self._counts[owner] = await self.count(owner)
+        if n >= quota:
+            return False
+        self._counts[owner] = n + 1  # reserved now: concurrent senders can't overshoot the quota
+        try:
+            async with self._engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
+                await conn.execute(
+                    insert(OfflineMessage).values(owner=owner, stanza=stanza, created_at=datetime.now(UTC))
+                )
+        except BaseException:
+            self._counts.pop(owner, None)  # unsure what happened: count again next time
+            raise
         return True
 
     async def fetch(self, owner: str, limit: int) -> list[tuple[int, str]]:
@@ -49,6 +61,7 @@ class SQLOfflineStore:
             return
         async with self._sm.begin() as s:
             await s.execute(delete(OfflineMessage).where(OfflineMessage.owner == owner, OfflineMessage.id.in_(ids)))
+        self._counts.pop(owner, None)
 
     async def count(self, owner: str) -> int:
         async with self._sm() as s:
