@@ -336,6 +336,7 @@ allow = true
 max_stanza_bytes = 262144
 offline_quota = 5000
 max_offline_delivery = 5000
+c2s_bytes_per_second = 0     # flood control off, like Prosody without mod_limits and ejabberd shaper none
 [plugins]
 enabled = []
 """)

@@ -83,6 +83,9 @@ class LimitsConfig:
     offline_quota: int = 1000
     """Messages kept offline per user before bouncing with resource-constraint (XEP-0160)."""
     max_offline_delivery: int = 1000
+    c2s_bytes_per_second: int = 262144
+    """Input rate per client connection (token bucket, 4 s burst); a faster sender is slowed by TCP
+    backpressure, not disconnected. 0 turns flood control off (benchmarks)."""
 
 
 @dataclass

@@ -396,3 +396,41 @@ async def test_shutdown_sends_system_shutdown(tmp_path: Path) -> None:
 
 async def _noop() -> None:
     return None
+
+
+async def test_a_flooding_client_is_slowed_down_and_others_keep_being_served(tmp_path: Path) -> None:
+    """RFC 6120 §13.12: input rate per connection; the flooder is throttled (not disconnected, nothing lost)."""
+    cfg = make_config(tmp_path, limits={"c2s_bytes_per_second": 20000})
+    async with running_server(cfg) as srv:
+        for u in ("alice", "bob", "carol"):
+            await srv.accounts.create(u, "localhost", "pw")
+        flood = await RawClient.connect(srv.ports["c2s"])
+        await flood.login("alice", "pw", "f")
+        sink = await RawClient.connect(srv.ports["c2s"])
+        await sink.login("bob", "pw", "s")
+        other = await RawClient.connect(srv.ports["c2s"])
+        await other.login("carol", "pw", "o")
+        body = "x" * 900
+        n = 400  # ~400 KB: 20 KB/s with an 80 KB burst needs well over 10 s
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for i in range(n):
+            flood.send_raw(f"<message to='bob@localhost/s' type='chat' id='{i}'><body>{body}</body></message>")
+        received = 0
+        # meanwhile carol's pings are answered promptly
+        for _ in range(3):
+            p0 = loop.time()
+            other.send_raw("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+            assert (await other.recv()).get("id") == "p"
+            assert loop.time() - p0 < 1.0
+        while loop.time() - t0 < 3:
+            try:
+                el = await sink.recv(timeout=0.5)
+            except (TimeoutError, asyncio.TimeoutError):
+                continue
+            if el.tag == "{jabber:client}message":
+                received += 1
+        assert 0 < received < n  # throttled: far from everything within 3 s
+        assert srv.sessions.get("alice@localhost/f") is not None  # still connected
+        for c in (flood, sink, other):
+            await c.close()

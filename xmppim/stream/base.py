@@ -21,17 +21,24 @@ from .errors import STREAM_CONDITIONS
 log = logging.getLogger("xmppim.stream")
 
 WRITE_BUFFER_CAP = 8 * 1024 * 1024
+BURST_SECONDS = 4.0
+"""A throttled connection may send this many seconds' worth of its rate at once."""
 """A peer that stops reading is cut off once this much output is queued for it (RFC 6120 §13.12)."""
 
 
 class XMLStreamConnection(asyncio.Protocol):
     content_ns = "jabber:client"
 
-    def __init__(self, max_stanza_bytes: int) -> None:
+    def __init__(self, max_stanza_bytes: int, bytes_per_second: int = 0) -> None:
         self.parser = StreamParser(max_stanza_bytes=max_stanza_bytes, content_ns=self.content_ns)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._busy = False
+        self._throttled = False
+        self._rate = float(bytes_per_second)
+        self._burst = self._rate * BURST_SECONDS
+        self._tokens = self._burst
+        self._last = 0.0
         self._backlog: deque[Event] = deque()
         self._closing_sent = False
         self.peer = ""
@@ -47,6 +54,8 @@ class XMLStreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self._rate:
+            self._charge(len(data))
         events = self.parser.feed(data)
         if events:
             self._process(events)
@@ -55,6 +64,33 @@ class XMLStreamConnection(asyncio.Protocol):
         self.closed = True
         self._backlog.clear()
         self.on_lost()
+
+    # ------------------------------------------------------------ flood control
+    def _charge(self, n: int) -> None:
+        """Token bucket on input bytes (RFC 6120 §13.12; Prosody's mod_limits idea): a peer that sends faster
+        than the configured rate is not cut off — its socket is simply not read until it is within budget
+        again, so TCP backpressure slows it down and everybody else keeps being served."""
+        now = asyncio.get_running_loop().time()
+        if self._last:
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        self._tokens -= n
+        if self._tokens < 0 and not self._throttled and self.transport is not None:
+            self._throttled = True
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(-self._tokens / self._rate, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self._throttled = False
+        self._resume()
+
+    def _resume(self) -> None:
+        if self._busy or self._throttled or self.closed or self.transport is None or self.transport.is_closing():
+            return
+        try:
+            self.transport.resume_reading()
+        except (RuntimeError, AttributeError):
+            pass
 
     # ------------------------------------------------------------ ordering
     def _process(self, events: list[Event]) -> None:
@@ -85,11 +121,7 @@ class XMLStreamConnection(asyncio.Protocol):
             self.close("internal-server-error")
         finally:
             self._busy = False
-            if not self.closed and self.transport is not None and not self.transport.is_closing():
-                try:
-                    self.transport.resume_reading()
-                except (RuntimeError, AttributeError):
-                    pass
+            self._resume()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -65,7 +65,7 @@ class C2SConnection(XMLStreamConnection):
     kind = "c2s"
 
     def __init__(self, server: Server, direct_tls: bool = False) -> None:
-        super().__init__(server.config.limits.max_stanza_bytes)
+        super().__init__(server.config.limits.max_stanza_bytes, server.config.limits.c2s_bytes_per_second)
         self.server = server
         self.state = C2SState.WAIT_HEADER
         self.secure = direct_tls
