@@ -6,8 +6,9 @@ a returned commit survive a crash or SIGKILL of the server process (it is in the
 ledger always commits with ``full``: money is worth the fsync.
 
 Reads run without BEGIN, statement by statement (they never wait for writers in WAL mode); writes —
-everything opened with ``SessionFactory.begin()`` — begin IMMEDIATE, taking the write lock before they read, because two deferred
-read-then-write transactions either lose an update or fail with SQLITE_BUSY when both try to upgrade.
+everything opened with ``SessionFactory.begin()`` — begin IMMEDIATE, taking the write lock before they
+read, because two deferred read-then-write transactions either lose an update or fail with SQLITE_BUSY
+when both try to upgrade.
 """
 
 from __future__ import annotations
