@@ -155,7 +155,9 @@ class WalletPlugin(Plugin):
         comp.command("history", "History", self.cmd_history)
         comp.command("admin-mint", "Admin: mint/adjust", self.cmd_mint, allowed=self.is_admin)
         self.ctx.provide("wallet", self.ledger)
-        self.ctx.http_route("POST", "topup", make_topup_handler(self.ledger, cfg.webhook_secret, cfg.webhook_tolerance_s))
+        self.ctx.http_route(
+            "POST", "topup", make_topup_handler(self.ledger, cfg.webhook_secret, cfg.webhook_tolerance_s)
+        )
         self.ctx.hook("user/deleted", self.on_user_deleted)
         self.ctx.add_timer(max(1.0, min(30.0, cfg.hold_timeout_s / 4)), self.ledger.expire_holds)
 
@@ -374,22 +376,31 @@ class WalletPlugin(Plugin):
             return error_reply(iq, "feature-not-implemented")
         amount = parse_amount(q.get("amount", ""))
         if amount is None:
-            return error_reply(iq, "bad-request", "amount must be a whole number", app_condition=Element(f"{{{NS}}}bad-amount"))
+            return error_reply(
+                iq, "bad-request", "amount must be a whole number", app_condition=Element(f"{{{NS}}}bad-amount")
+            )
         try:
             to = self._recipient(q.get("to", ""))
         except jidlib.InvalidJID:
             return error_reply(iq, "jid-malformed")
         memo = q.get("memo", "")
         try:
-            t = await self.ledger.transfer(bare, to, amount, memo=memo, idem_key=q.get("id"), currency=q.get("currency"))
+            t = await self.ledger.transfer(
+                bare, to, amount, memo=memo, idem_key=q.get("id"), currency=q.get("currency")
+            )
         except WalletError as e:
             return wallet_error_reply(iq, e)
         if not t.replayed:
             self.notify_recipient(bare, to, amount, memo)
         out = Element(
             f"{{{NS}}}transfer",
-            {"seq": str(t.seq), "to": to, "amount": str(t.amount), "currency": t.currency,
-             "replayed": "true" if t.replayed else "false"},
+            {
+                "seq": str(t.seq),
+                "to": to,
+                "amount": str(t.amount),
+                "currency": t.currency,
+                "replayed": "true" if t.replayed else "false",
+            },
         )
         return iq_result(iq, out)
 
