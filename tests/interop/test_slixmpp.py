@@ -189,3 +189,47 @@ async def test_offline_message_delivered_at_login(target: Target, record_row: Re
         got = await b.wait_message(a_acc.jid, body)
         stamp = got["delay"]["stamp"]
         assert stamp is not None, "offline message was delivered without a XEP-0203 <delay/> stamp"
+
+
+WALLET_NS = "urn:xmppim:wallet:0"
+
+
+async def test_wallet_balance_by_adhoc_command_and_chat(target: Target, record_row: RecordRow) -> None:
+    """The wallet value-added service from a standard client: found through disco#items of the server,
+    its XEP-0050 *Balance* command completes with a XEP-0004 result form, and the chat command
+    ``balance`` is answered with the balance as a plain integer (issue 5's contract)."""
+    record_row(CLIENT, "wallet: ad-hoc Balance + chat 'balance'")
+    acc = target.new_account("alice")
+    async with logged_in(target, acc, "wallet") as c:
+        with explain_iq(c.name, "disco#items of the server"):
+            items = await c.plugin["xep_0030"].get_items(jid=JID(target.domain), timeout=10)
+        wallet = None
+        for jid, _node, _name in items["disco_items"]["items"]:
+            with explain_iq(c.name, f"disco#info of {jid}"):
+                info = await c.plugin["xep_0030"].get_info(jid=jid, timeout=10)
+            if WALLET_NS in info["disco_info"]["features"]:
+                wallet = str(jid)
+                break
+        if wallet is None:
+            pytest.skip(f"{target.name} has no wallet component (an xmppim plugin)")
+        iq = c.Iq()
+        iq["type"], iq["to"] = "set", wallet
+        iq["command"]["node"], iq["command"]["action"] = "balance", "execute"
+        with explain_iq(c.name, "execute of the wallet's Balance command"):
+            resp = await iq.send(timeout=10)  # type: ignore[no-untyped-call]
+        assert resp["command"]["status"] == "completed", f"Balance answered {resp['command']['status']!r}"
+        values = resp["command"]["form"].get_values()
+        assert str(values.get("balance", "")).isdigit(), f"no integer balance in the result form: {values}"
+        answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def on_message(msg: object) -> None:
+            if str(msg["from"]).split("/")[0] == wallet and not answered.done():  # type: ignore[index]
+                answered.set_result(str(msg["body"]))  # type: ignore[index]
+
+        c.add_event_handler("message", on_message)
+        c.send_message(mto=JID(wallet), mbody="balance", mtype="chat")
+        try:
+            text = await asyncio.wait_for(answered, 10)
+        except TimeoutError:
+            raise AssertionError(f"{wallet} did not answer the chat command 'balance' within 10s") from None
+        assert any(w.isdigit() for w in text.split()), f"the answer to 'balance' has no plain integer: {text!r}"
