@@ -79,5 +79,10 @@ class SessionFactory:
         return self._write.begin()
 
 
+def writer(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for Core write transactions: ``async with writer(engine).begin() as conn`` (IMMEDIATE)."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
 def sessionmaker(engine: AsyncEngine) -> SessionFactory:
     return SessionFactory(engine)

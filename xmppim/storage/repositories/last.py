@@ -8,7 +8,7 @@ from typing import Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db import sessionmaker
+from ..db import sessionmaker, writer
 from ..tables import LastActivity
 from .private import upsert
 
@@ -23,6 +23,7 @@ class LastActivityStore(Protocol):
 class SQLLastActivityStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._writer = writer(engine)
         self._sm = sessionmaker(engine)
 
     async def get(self, owner: str) -> tuple[datetime, str] | None:
@@ -55,8 +56,8 @@ class SQLLastActivityStore:
             {"owner": owner, "timestamp": when, "status": status},
             ["timestamp", "status"],
         )
-        async with self._sm.begin() as s:
-            await s.execute(stmt)
+        async with self._writer.begin() as conn:  # Core, one statement: this runs at every logout
+            await conn.execute(stmt)
 
     async def delete(self, owner: str) -> bool:
         async with self._sm.begin() as s:

@@ -8,7 +8,7 @@ from typing import Protocol
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db import sessionmaker
+from ..db import sessionmaker, writer
 from ..tables import OfflineMessage
 
 
@@ -25,7 +25,7 @@ class SQLOfflineStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._sm = sessionmaker(engine)
-        self._engine = engine
+        self._writer = writer(engine)
         self._counts: dict[str, int] = {}
 
     async def store(self, owner: str, stanza: str, quota: int) -> bool:
@@ -37,7 +37,7 @@ class SQLOfflineStore:
             return False
         self._counts[owner] = n + 1  # reserved now: concurrent senders can't overshoot the quota
         try:
-            async with self._engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
+            async with self._writer.begin() as conn:
                 await conn.execute(
                     insert(OfflineMessage).values(owner=owner, stanza=stanza, created_at=datetime.now(UTC))
                 )

@@ -25,12 +25,15 @@ class SQLRosterStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._sm = sessionmaker(engine)
+        self._engine = engine
 
     async def load(self, owner: str) -> tuple[int, dict[str, RosterEntry]]:
-        async with self._sm() as s:
-            rows = (await s.execute(select(RosterItem).where(RosterItem.owner == owner))).scalars().all()
+        """Core SELECTs on one connection (no ORM objects): this runs at every login."""
+        items, versions = RosterItem.__table__, RosterVersion.__table__
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(items).where(items.c.owner == owner))).all()
             ver = (
-                await s.execute(select(RosterVersion.version).where(RosterVersion.owner == owner))
+                await conn.execute(select(versions.c.version).where(versions.c.owner == owner))
             ).scalar_one_or_none()
         out = {}
         for r in rows:
