@@ -15,9 +15,29 @@ Money rules (issue 6 "Billing"):
 * A campaign is *exhausted* as soon as what is left cannot pay for one more impression.
 
 Frequency caps are sliding windows (one hour, one day) per user and campaign (the campaign's caps) and per
-user over all campaigns (the operator's caps); an ad in flight counts against them.  Caps and pending
-counts live in memory: a restart forgets the caps' history and loses unposted impressions (never charging
-for them) — see the plugin's docstring.
+user over all campaigns (the operator's caps); an ad in flight counts against them.
+
+Durability (table ``ads_impressions``): every delivered impression and every recorded click is written as a
+row (``posted`` false) as soon as it happens, in a background task the next batch post waits for.  A batch
+post is three steps, so that a crash at any point neither loses nor double-bills an event:
+
+1. *mark*: the batch's rows get ``batch = N`` (and the post's ``final`` flag) in one transaction;
+2. *post*: ``Ledger.post(hold, sum of their prices, idem_key="ads:c<ID>:b<N>")``;
+3. *complete*: the rows get ``posted`` and the campaign row its counters (``batches = N``), atomically.
+
+A crash before 1 leaves rows without a batch: they are billed in a new batch after the restart.  A crash
+between 1 and 3 leaves rows with ``batch = N`` and ``posted`` false: after the restart exactly those rows are
+posted again with the same key, amount, ``final`` flag and memo — the ledger replays the first post if it
+had been committed (same key and same request → no second move) and performs it otherwise.  So each event
+is billed at most once and, while its hold can still be posted, exactly once (a crash while an event's
+row is still being written — milliseconds after delivery — loses that one event: neither billed nor
+capped).  Events whose hold closed or expired before they could be posted are settled without a charge
+(logged).
+
+On start (:meth:`AdEngine.recover`) the caps' windows are rebuilt from the impressions of the last 24 hours
+and unposted rows are billed as above (campaigns that already ended get their final post and release).
+Charged clicks keep their token's nonce, so the plugin still charges each click token once after a restart
+(clicks that were not recorded — no budget left — are not remembered).
 """
 
 from __future__ import annotations
@@ -28,7 +48,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from .store import AdsStore, dump_list, load_list, utc
@@ -142,6 +162,22 @@ class CampaignSpec:
         return None
 
 
+@dataclass(frozen=True)
+class Event:
+    """One stored impression (``kind='imp'``) or click (``kind='click'``) row."""
+
+    id: int
+    kind: str
+    price: int
+
+
+@dataclass(frozen=True)
+class OpenBatch:
+    number: int
+    events: tuple[Event, ...]
+    final: bool
+
+
 @dataclass
 class Campaign:
     id: int
@@ -172,6 +208,12 @@ class Campaign:
     free_clicks: int = 0
     """Clicks the remaining budget could not pay for (redirected, not charged)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    recorded: list[Event] = field(default_factory=list, repr=False)
+    """Stored, not yet posted events (the next batch)."""
+    recording: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    """Writes of events in progress (a batch post waits for them)."""
+    open_batch: OpenBatch | None = field(default=None, repr=False)
+    """A batch marked in the database whose post has not completed (retried first, same key)."""
 
     def available(self) -> int:
         return self.budget - self.spent - self.pending_amount - self.reserved
@@ -428,6 +470,7 @@ class AdEngine:
         c.reserved -= r.amount
         c.pending_impressions += 1
         c.pending_amount += r.amount
+        self._record(c, r.user, "imp", r.at, r.amount)
         if c.pending_impressions >= self.policy.batch_size:
             self._background(self.flush(c))
         self._check_exhausted(c)
@@ -443,17 +486,21 @@ class AdEngine:
         self.caps.remove((r.user, c.id), r.at)
         self._check_exhausted(c)
 
-    def click(self, cid: int) -> tuple[Campaign | None, bool]:
-        """Record a click; returns the campaign and whether it was charged (budget left for it)."""
+    def click(self, cid: int, nonce: str | None = None) -> tuple[Campaign | None, bool]:
+        """Record a click (``nonce``: its token's, stored with it); returns the campaign and whether it was
+        charged (budget left for it)."""
         c = self.campaigns.get(cid)
         if c is None:
             return None, False
+        ts = self.now().timestamp()
         if c.price_click == 0:
             c.pending_clicks += 1
+            self._record(c, "", "click", ts, 0, nonce)
             return c, False
         if c.status in LIVE and c.available() >= c.price_click:
             c.pending_clicks += 1
             c.pending_amount += c.price_click
+            self._record(c, "", "click", ts, c.price_click, nonce)
             self._check_exhausted(c)
             return c, True
         c.free_clicks += 1
@@ -463,6 +510,84 @@ class AdEngine:
         if c.status == "active" and c.reserved == 0 and c.available() < c.price_impression:
             c.status = "exhausted"
             self._background(self.finish(c, "exhausted"))
+
+    # ------------------------------------------------------------ durability
+    def _record(self, c: Campaign, user: str, kind: str, ts: float, price: int, nonce: str | None = None) -> None:
+        """Store one event in the background (``delivered``/``click`` are synchronous hook paths)."""
+        task = asyncio.get_running_loop().create_task(self._write_event(c, user, kind, ts, price, nonce))
+        c.recording.add(task)
+        task.add_done_callback(c.recording.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    async def _write_event(self, c: Campaign, user: str, kind: str, ts: float, price: int, nonce: str | None) -> None:
+        try:
+            rid = await self.store.record_event(c.id, user, kind, datetime.fromtimestamp(ts, UTC), price, nonce)
+        except Exception:
+            # Not stored means not billable: drop it from the pending counters so they match the rows.
+            log.exception("could not store an ads %s of campaign %s; it will not be charged", kind, c.id)
+            c.pending_amount -= price
+            if kind == "imp":
+                c.pending_impressions -= 1
+            else:
+                c.pending_clicks -= 1
+            return
+        c.recorded.append(Event(rid, kind, price))
+
+    async def _settle_records(self, c: Campaign) -> None:
+        while c.recording:
+            await asyncio.gather(*list(c.recording), return_exceptions=True)
+
+    async def recover(self) -> None:
+        """After :meth:`load`: rebuild the caps' windows and bill what was delivered but not posted."""
+        now = self.now()
+        for row in await self.store.impressions_since(now - timedelta(seconds=DAY)):
+            ts = utc(row.at).timestamp()
+            self.caps.add(str(row.user), ts)
+            self.caps.add((str(row.user), int(row.campaign_id)), ts)
+        groups: dict[int, list[Any]] = {}
+        for row in await self.store.unposted_events():
+            groups.setdefault(int(row.campaign_id), []).append(row)
+        for cid, rows in groups.items():
+            c = self.campaigns.get(cid)
+            if c is None or c.hold_id is None:
+                log.warning("ads: %d unposted events of unknown campaign %s settled unbilled", len(rows), cid)
+                await self.store.settle_unbillable([int(r.id) for r in rows])
+                continue
+            marked: dict[int, list[Any]] = {}
+            for r in rows:
+                ev = Event(int(r.id), str(r.kind), int(r.price))
+                c.pending_amount += ev.price
+                if ev.kind == "imp":
+                    c.pending_impressions += 1
+                else:
+                    c.pending_clicks += 1
+                if r.batch is None:
+                    c.recorded.append(ev)
+                else:
+                    marked.setdefault(int(r.batch), []).append(r)
+            try:
+                await self._recover_campaign(c, marked, now)
+            except Exception:
+                # The events stay pending in memory (and unposted in the table): ``tick`` retries them.
+                log.exception("ads: could not bill the stored events of campaign %s yet", cid)
+
+    async def _recover_campaign(self, c: Campaign, marked: dict[int, list[Any]], now: datetime) -> None:
+        assert c.hold_id is not None
+        hold = await self.ledger.get_hold(c.hold_id)
+        open_ = hold.status == "pending" and utc(hold.expires_at) > now
+        async with c.lock:
+            for number in sorted(marked):  # one at most: batches are posted one after the other
+                brows = marked[number]
+                evs = tuple(Event(int(r.id), str(r.kind), int(r.price)) for r in brows)
+                c.open_batch = OpenBatch(number, evs, bool(brows[0].final))
+                c.recorded.extend(evs)
+                await self._post_batch(c, c.open_batch, bill=open_)
+        if open_ and c.status not in LIVE:
+            await self.finish(c, c.status)  # ended before the crash: final post, release the rest
+        else:
+            async with c.lock:
+                await self._flush_locked(c, final=False, bill=open_)
 
     # ---------------------------------------------------------------- billing
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -485,28 +610,65 @@ class AdEngine:
         async with c.lock:
             await self._flush_locked(c, final=final)
 
-    async def _flush_locked(self, c: Campaign, *, final: bool) -> None:
-        amount, imps, clicks = c.pending_amount, c.pending_impressions, c.pending_clicks
-        if c.hold_id is None or (amount == 0 and imps == 0 and clicks == 0):
+    async def _flush_locked(self, c: Campaign, *, final: bool, bill: bool = True) -> None:
+        """Post the stored events as one batch (mark → post → complete, see the module docstring).
+
+        ``bill=False`` (the hold is closed): the post is still tried — a replay of a committed post succeeds
+        — and otherwise the events are settled without a charge."""
+        await self._settle_records(c)
+        if c.hold_id is None:
             return
-        batch = c.batches + 1
+        if c.open_batch is not None:
+            await self._post_batch(c, c.open_batch, bill=bill)
+        events = tuple(c.recorded)
+        if not events:
+            return
+        batch = OpenBatch(c.batches + 1, events, final)
+        await self.store.assign_batch([e.id for e in events], batch.number, final)
+        c.open_batch = batch
+        await self._post_batch(c, batch, bill=bill)
+
+    async def _post_batch(self, c: Campaign, batch: OpenBatch, *, bill: bool) -> None:
+        """Steps 2 and 3 of a batch whose rows are already marked (also the retry after a crash)."""
+        assert c.hold_id is not None
+        amount = sum(e.price for e in batch.events)
+        imps = sum(1 for e in batch.events if e.kind == "imp")
+        clicks = len(batch.events) - imps
+        charged = True
         if amount > 0:
-            await self.ledger.post(
-                c.hold_id,
-                amount,
-                final=final,
-                memo=f"ad campaign #{c.id}: {imps} impressions, {clicks} clicks",
-                idem_key=f"ads:c{c.id}:b{batch}",
-            )
+            try:
+                await self.ledger.post(
+                    c.hold_id,
+                    amount,
+                    final=batch.final,
+                    memo=f"ad campaign #{c.id}: {imps} impressions, {clicks} clicks",
+                    idem_key=f"ads:c{c.id}:b{batch.number}",
+                )
+            except Exception:
+                if bill:
+                    raise
+                log.warning(
+                    "ads: hold of campaign %s is closed; batch %d (%d coins) not charged",
+                    c.id,
+                    batch.number,
+                    amount,
+                    exc_info=True,
+                )
+                charged = False
         c.pending_amount -= amount
         c.pending_impressions -= imps
         c.pending_clicks -= clicks
-        c.spent += amount
-        c.impressions += imps
-        c.clicks += clicks
-        c.batches = batch
-        await self.store.update_campaign(
+        if charged:
+            c.spent += amount
+            c.impressions += imps
+            c.clicks += clicks
+        c.batches = max(c.batches, batch.number)
+        done = {e.id for e in batch.events}
+        c.recorded = [e for e in c.recorded if e.id not in done]
+        c.open_batch = None
+        await self.store.complete_batch(
             c.id,
+            batch.number,
             spent=c.spent,
             impressions=c.impressions,
             clicks=c.clicks,
@@ -524,11 +686,11 @@ class AdEngine:
         async with c.lock:
             hold = await self.ledger.get_hold(c.hold_id) if c.hold_id is not None else None
             still_open = hold is not None and hold.status == "pending"
-            if c.pending_amount > 0 and still_open:
-                await self._flush_locked(c, final=True)
-            else:
-                await self._flush_locked(c, final=False)  # counters only (amount 0) or hold already closed
-                if still_open and c.hold_id is not None:
+            # A final post with something to bill closes the hold; otherwise it is voided below.
+            await self._flush_locked(c, final=still_open, bill=still_open)
+            if still_open and c.hold_id is not None:
+                hold = await self.ledger.get_hold(c.hold_id)
+                if hold.status == "pending":
                     await self.ledger.void(c.hold_id, memo=f"ad campaign #{c.id} {status}")
             await self.store.update_campaign(c.id, status=status, updated_at=self.now())
 
@@ -550,5 +712,5 @@ class AdEngine:
         for c in list(self.campaigns.values()):
             if c.status in LIVE and now >= c.ends_at:
                 await self.finish(c, "ended")
-            elif c.pending_amount or c.pending_impressions or c.pending_clicks:
+            elif c.pending_amount or c.pending_impressions or c.pending_clicks or c.recorded or c.open_batch:
                 await self.flush(c)

@@ -26,6 +26,14 @@ Money (wallet, ``ctx.service("wallet")``)
     stanza; a headline to a user with no session is dropped by the router and is not charged).  Premium
     (ad-free time): hold → post when the period starts → void on failure (``premium.py``).
 
+Restarts (table ``ads_impressions``)
+    Each delivered impression and each recorded click is stored when it happens; batches are posted
+    mark → post (idempotency key ``ads:c<ID>:b<N>``) → complete, so a crash never bills twice and loses at
+    most the events whose row was still being written (``engine.py`` explains each crash point).  On start
+    the per-user and per-campaign cap windows are rebuilt from the last 24 hours of impressions, and stored
+    events not yet posted are billed to their campaign's hold while it is open (settled without a charge otherwise).
+    Charged clicks keep their token's nonce, so a click token counted before a restart is not charged again.
+
 XMPP interfaces on ``ads.<domain>`` (and ``bot@ads.<domain>`` for chat)
     Ad-hoc commands: *Create campaign*, *Campaign stats* (own campaigns; admins see all), *Pause/stop
     campaign*, *Go ad-free*, *My ads settings* (premium status, opt-out, topics), *Admin: kill switch*.
@@ -63,9 +71,9 @@ Configuration ``[plugins.ads]`` (all optional)
     ``max_text`` (280)             longest ad text
 
 Not done: rooms (groupchat is always skipped), MAM/carbons interplay (the server has neither yet; ads are
-headlines with no-store/no-copy hints for when it does), persistence of frequency-cap history and of
-unposted impressions across restarts (a restart forgets the caps' windows and never bills the unposted
-impressions), an admin CLI.
+headlines with no-store/no-copy hints for when it does), persistence of click tokens that were not
+charged (no budget left: after a restart such a token may be charged once if the campaign has budget
+again), pruning of old ``ads_impressions`` rows, an admin CLI.
 """
 
 from __future__ import annotations
@@ -107,7 +115,7 @@ from .clicks import ClickSigner, TokenError, load_or_create_key
 from .e2ee import plain_body
 from .engine import AdEngine, Campaign, CampaignSpec, Policy, Reservation, Targeting, Viewer
 from .premium import Premium, PremiumError
-from .store import AdsStore
+from .store import AdsStore, utc
 from .tables import metadata as ads_metadata
 
 NS = "urn:xmppim:ads:0"
@@ -225,6 +233,7 @@ class AdsPlugin(Plugin):
         )
         self.engine = AdEngine(self.ledger, self.store, policy, clock=self.clock)
         await self.engine.load()
+        await self.engine.recover()
         self.premium = Premium(
             self.ledger, self.store, price_per_day=cfg.premium_price_per_day, max_days=cfg.premium_max_days,
             clock=self.clock,
@@ -232,6 +241,10 @@ class AdsPlugin(Plugin):
         await self.premium.recover()
         self.signer = ClickSigner(load_or_create_key(self.ctx.data_dir))
         self.used_clicks: dict[str, int] = {}
+        """Nonce → latest possible expiry of click tokens already counted (one charge per token)."""
+        since = datetime.fromtimestamp(time.time() - cfg.click_ttl_s, UTC)
+        for row in await self.store.click_nonces_since(since):
+            self.used_clicks[str(row.nonce)] = int(utc(row.at).timestamp()) + cfg.click_ttl_s
         self.users: dict[str, UserState] = {}
         self.counts: dict[str, int] = defaultdict(int)
         """Plain messages sent per user (the every-Nth trigger); exposed for tests."""
@@ -266,7 +279,7 @@ class AdsPlugin(Plugin):
     async def stop(self) -> None:
         """Post what is pending so that delivered impressions are billed before shutdown."""
         for c in list(self.engine.campaigns.values()):
-            if c.pending_amount:
+            if c.pending_amount or c.recorded or c.recording or c.open_batch:
                 try:
                     await self.engine.flush(c)
                 except Exception:
@@ -463,7 +476,7 @@ class AdsPlugin(Plugin):
                 del self.used_clicks[n]
         if click.nonce not in self.used_clicks:
             self.used_clicks[click.nonce] = click.expires
-            self.engine.click(c.id)
+            self.engine.click(c.id, click.nonce)
         return web.Response(status=302, headers={"Location": c.link})
 
     async def http_stats(self, request: web.Request) -> web.StreamResponse:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .tables import campaigns, prefs, premium
+from .tables import campaigns, impressions, prefs, premium
 
 
 def utc(dt: datetime) -> datetime:
@@ -29,6 +29,11 @@ def load_list(text: str) -> tuple[str, ...]:
     return tuple(str(x) for x in v) if isinstance(v, list) else ()
 
 
+def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    """Keep ``IN (...)`` lists below SQLite's bound-parameter limit."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
 class AdsStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -46,6 +51,77 @@ class AdsStore:
     async def load_campaigns(self) -> list[Any]:
         async with self.engine.connect() as conn:
             return list((await conn.execute(select(campaigns).order_by(campaigns.c.id))).all())
+
+    # ---------------------------------------------------------- impressions
+    async def record_event(
+        self, cid: int, user: str, kind: str, at: datetime, price: int, nonce: str | None = None
+    ) -> int:
+        """Store one delivered impression (``kind='imp'``) or click (``kind='click'``), not yet posted."""
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                insert(impressions)
+                .values(
+                    campaign_id=cid,
+                    user=user,
+                    kind=kind,
+                    at=at,
+                    price=price,
+                    batch=None,
+                    final=False,
+                    posted=False,
+                    nonce=nonce,
+                )
+                .returning(impressions.c.id)
+            )
+            return int(res.scalar_one())
+
+    async def assign_batch(self, ids: list[int], batch: int, final: bool) -> None:
+        """Step 1 of a post: the rows of batch ``batch`` are fixed before the wallet sees its key."""
+        async with self.engine.begin() as conn:
+            for chunk in _chunks(ids):
+                await conn.execute(
+                    update(impressions).where(impressions.c.id.in_(chunk)).values(batch=batch, final=final)
+                )
+
+    async def complete_batch(self, cid: int, batch: int, **campaign_values: Any) -> None:
+        """Step 3 of a post (after the wallet accepted it): rows posted and campaign counters, atomically."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(impressions)
+                .where(impressions.c.campaign_id == cid, impressions.c.batch == batch)
+                .values(posted=True)
+            )
+            if campaign_values:
+                await conn.execute(update(campaigns).where(campaigns.c.id == cid).values(**campaign_values))
+
+    async def settle_unbillable(self, ids: list[int]) -> None:
+        """Rows whose hold closed before they could be posted: settled without a charge."""
+        async with self.engine.begin() as conn:
+            for chunk in _chunks(ids):
+                await conn.execute(update(impressions).where(impressions.c.id.in_(chunk)).values(posted=True))
+
+    async def unposted_events(self) -> list[Any]:
+        async with self.engine.connect() as conn:
+            q = select(impressions).where(impressions.c.posted.is_(False)).order_by(impressions.c.id)
+            return list((await conn.execute(q)).all())
+
+    async def impressions_since(self, since: datetime) -> list[Any]:
+        """Impressions delivered after ``since`` (the caps' windows), oldest first."""
+        async with self.engine.connect() as conn:
+            q = (
+                select(impressions.c.campaign_id, impressions.c.user, impressions.c.at)
+                .where(impressions.c.kind == "imp", impressions.c.at > since)
+                .order_by(impressions.c.at, impressions.c.id)
+            )
+            return list((await conn.execute(q)).all())
+
+    async def click_nonces_since(self, since: datetime) -> list[Any]:
+        """``(nonce, at)`` of clicks recorded after ``since`` (their tokens may still be valid)."""
+        async with self.engine.connect() as conn:
+            q = select(impressions.c.nonce, impressions.c.at).where(
+                impressions.c.kind == "click", impressions.c.at > since, impressions.c.nonce.is_not(None)
+            )
+            return list((await conn.execute(q)).all())
 
     # ---------------------------------------------------------------- prefs
     async def get_prefs(self, user: str) -> tuple[bool, tuple[str, ...]]:

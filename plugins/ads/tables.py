@@ -6,6 +6,12 @@
 * ``ads_prefs``: per-user settings (opt-out, opted-in topics).  Never any message text.
 * ``ads_premium``: ad-free periods bought with coins; ``(user, starts_at)`` is unique and is also the
   idempotency key of the charge, so a retried activation never charges twice.
+* ``ads_impressions``: every delivered impression (``kind='imp'``) and every recorded click
+  (``kind='click'``, ``user`` empty) with its price, written when it happens so that neither the caps'
+  windows nor unbilled events are lost on restart.  ``batch`` is set *before* the wallet post of the batch
+  (the post's idempotency key is ``ads:c<campaign>:b<batch>``), ``posted`` after it; see ``engine.py``.
+  ``final`` is the batch post's ``final`` flag (part of the post's request, needed to replay it);
+  ``nonce`` is a charged click's token nonce (one charge per token, also after a restart).
 """
 
 from __future__ import annotations
@@ -65,6 +71,23 @@ prefs = Table(
     Column("opt_out", Boolean, nullable=False),
     Column("topics", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+impressions = Table(
+    "ads_impressions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("campaign_id", BigInteger, nullable=False),
+    Column("user", String(3071), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("batch", Integer, nullable=True),
+    Column("final", Boolean, nullable=False),
+    Column("posted", Boolean, nullable=False),
+    Column("nonce", String(64), nullable=True),
+    Index("ix_ads_impressions_campaign_posted", "campaign_id", "posted"),
+    Index("ix_ads_impressions_at", "at"),
 )
 
 premium = Table(
