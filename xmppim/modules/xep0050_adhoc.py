@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..plugins.adhoc import NS
-from ..plugins.api import PRIORITY_EARLY, Plugin, StanzaEvent, Xep, error_reply
+from ..plugins.api import PRIORITY_EARLY, CommandRequest, CommandResponse, Plugin, StanzaEvent, Xep, error_reply
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
@@ -27,6 +27,11 @@ class AdhocModule(Plugin):
         self.ctx.iq_handler("set", NS, self.execute)
         self.ctx.iq_handler("get", DISCO_ITEMS, self.items, PRIORITY_EARLY)
         self.ctx.iq_handler("get", DISCO_INFO, self.info, PRIORITY_EARLY)
+        # Like Prosody's mod_adhoc: one command every user may run, so clients can see the feature work.
+        self.ctx.adhoc_command("ping", "Ping", self.ping)
+
+    async def ping(self, req: CommandRequest) -> CommandResponse:
+        return CommandResponse(note="Pong")
 
     def execute(self, ev: StanzaEvent) -> Any:
         if ev.node:
