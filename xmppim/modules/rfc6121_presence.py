@@ -59,14 +59,8 @@ class PresenceModule(Plugin):
         self.ctx.hook("presence/pre-route", self.on_directed)
         self.ctx.hook("presence/bare", self.on_bare, PRIORITY_DEFAULT_ACTION)
         self.ctx.hook("presence/host", lambda _ev: True, PRIORITY_DEFAULT_ACTION)
-        self.ctx.hook("session/bound", self.on_bound)
         self.ctx.hook("session/closed", self.on_closed)
         self.ctx.provide("presence", self)
-
-    def on_bound(self, session: Any) -> Any:
-        if self.roster.cached(session.bare_jid) is None:
-            return self.roster.get(session.bare_jid)
-        return None
 
     # ----------------------------------------------------- from the client
     def on_self(self, ev: StanzaEvent) -> Any:
