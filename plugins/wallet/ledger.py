@@ -405,13 +405,20 @@ class Ledger:
             if self._sqlite:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.exec_driver_sql("PRAGMA busy_timeout = 60000")
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Money commits survive a power loss too (an fsync per commit), whatever the server's
+                # [storage] sqlite_synchronous says for the rest; the pooled connection is put back as it was.
+                before = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
+                await conn.exec_driver_sql("PRAGMA synchronous = FULL")
                 try:
-                    yield conn
-                except BaseException:
-                    await conn.exec_driver_sql("ROLLBACK")
-                    raise
-                await conn.exec_driver_sql("COMMIT")
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        await conn.exec_driver_sql("ROLLBACK")
+                        raise
+                    await conn.exec_driver_sql("COMMIT")
+                finally:
+                    await conn.exec_driver_sql(f"PRAGMA synchronous = {int(before or 2)}")
             else:
                 async with conn.begin():
                     yield conn
