@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.helpers import make_config, running_server
 from xmppim.server import Server
@@ -27,3 +28,27 @@ async def server(tmp_path: Path, config_overrides: dict[str, Any]) -> AsyncItera
         for user in ("alice", "bob", "carol"):
             await srv.accounts.create(user, "localhost", "pw")
         yield srv
+
+
+# ---------------------------------------------------------------- repositories, on every backend
+@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.postgres)])
+def repo_db(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """(url, connect_args) of an empty database: a SQLite file, and a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/repo.db", {}
+    sch = request.getfixturevalue("pg_schema")
+    return sch.url, sch.connect_args
+
+
+@pytest.fixture
+async def repo_engine(repo_db: tuple[str, dict[str, Any]]) -> AsyncIterator[AsyncEngine]:
+    """An engine on ``repo_db`` with the core tables created, for repository tests on each backend."""
+    from xmppim.storage.db import create_engine
+    from xmppim.storage.tables import Base
+
+    url, connect_args = repo_db
+    eng = create_engine(url) if url.startswith("sqlite") else create_async_engine(url, connect_args=connect_args)
+    async with eng.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    yield eng
+    await eng.dispose()

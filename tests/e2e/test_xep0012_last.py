@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from xml.etree.ElementTree import Element
 
 import pytest
 from slixmpp.exceptions import IqError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import RawClient, disconnect, slix_client
 from xmppim.modules.xep0012_last import LastActivityModule
 from xmppim.server import Server
 from xmppim.stanza import error_condition
-from xmppim.storage.db import create_engine
 from xmppim.storage.repositories.last import SQLLastActivityStore
-from xmppim.storage.tables import Base
 
 L = "{jabber:iq:last}"
 
@@ -188,22 +185,7 @@ async def test_without_a_roster_service_anyone_may_ask(srv: Server) -> None:
 
 
 # ---------------------------------------------------------------- repository, on every backend
-@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.postgres)])
-def repo_db(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, Any]]:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/repo.db", {}
-    sch = request.getfixturevalue("pg_schema")
-    return sch.url, sch.connect_args
-
-
-@pytest.fixture
-async def repo_engine(repo_db: tuple[str, dict[str, Any]]) -> AsyncIterator[AsyncEngine]:
-    url, connect_args = repo_db
-    eng = create_engine(url) if url.startswith("sqlite") else create_async_engine(url, connect_args=connect_args)
-    async with eng.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    yield eng
-    await eng.dispose()
+# (fixtures repo_db / repo_engine: tests/conftest.py)
 
 
 async def test_last_activity_store(repo_engine: AsyncEngine) -> None:

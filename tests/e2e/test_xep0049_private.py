@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 from xml.etree.ElementTree import Element
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import RawClient, disconnect, slix_client
 from xmppim.modules.xep0049_private import PrivateModule
 from xmppim.server import Server
 from xmppim.stanza import error_condition
-from xmppim.storage.db import create_engine
 from xmppim.storage.repositories.private import SQLPrivateStore
-from xmppim.storage.tables import Base
 
 P = "{jabber:iq:private}"
 
@@ -175,22 +170,7 @@ async def test_size_and_namespace_count_limits(srv: Server) -> None:
 
 
 # ---------------------------------------------------------------- repository, on every backend
-@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.postgres)])
-def repo_db(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, Any]]:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/repo.db", {}
-    sch = request.getfixturevalue("pg_schema")
-    return sch.url, sch.connect_args
-
-
-@pytest.fixture
-async def repo_engine(repo_db: tuple[str, dict[str, Any]]) -> AsyncIterator[AsyncEngine]:
-    url, connect_args = repo_db
-    eng = create_engine(url) if url.startswith("sqlite") else create_async_engine(url, connect_args=connect_args)
-    async with eng.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    yield eng
-    await eng.dispose()
+# (fixtures repo_db / repo_engine: tests/conftest.py)
 
 
 async def test_private_store_upserts_and_deletes(repo_engine: AsyncEngine) -> None:
