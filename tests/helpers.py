@@ -134,6 +134,44 @@ async def slix_client(
     return c
 
 
+class Inbox:
+    """Messages (and message errors) one slixmpp user receives, awaitable by predicate."""
+
+    def __init__(self, client: slixmpp.ClientXMPP) -> None:
+        self.items: list[Any] = []
+        self._changed = asyncio.Event()
+        client.add_event_handler("message", self._add)
+        client.add_event_handler("message_error", self._add)
+
+    def _add(self, msg: Any) -> None:
+        self.items.append(msg)
+        self._changed.set()
+
+    def bodies(self) -> list[str]:
+        return [str(m["body"]) for m in self.items if m["type"] != "error"]
+
+    async def wait(self, pred: Any, what: str, timeout: float = 8.0) -> Any:
+        """The first message for which ``pred(msg)`` holds; fails naming ``what`` and what did arrive."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for m in self.items:
+                if pred(m):
+                    return m
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"no {what}; got {[str(m) for m in self.items]}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    async def body(self, text: str) -> Any:
+        return await self.wait(lambda m: m["type"] != "error" and m["body"] == text, f"message {text!r}")
+
+    async def error(self, from_: str) -> Any:
+        return await self.wait(lambda m: m["type"] == "error" and m["from"].bare == from_, f"an error from {from_}")
+
+
 async def disconnect(*clients: slixmpp.ClientXMPP) -> None:
     for c in clients:
         with contextlib.suppress(Exception):

@@ -26,7 +26,7 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 
-from tests.helpers import disconnect, make_config, running_server, slix_client
+from tests.helpers import Inbox, disconnect, make_config, running_server, slix_client
 from xmppim.config import ConfigError
 from xmppim.server import Server
 
@@ -70,31 +70,6 @@ def config_overrides(echo_plugin: None) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- helpers
-class Inbox:
-    def __init__(self, client: slixmpp.ClientXMPP) -> None:
-        self.items: list[Any] = []
-        self._changed = asyncio.Event()
-        client.add_event_handler("message", self._add)
-        client.add_event_handler("message_error", self._add)
-
-    def _add(self, msg: Any) -> None:
-        self.items.append(msg)
-        self._changed.set()
-
-    async def wait(self, pred: Callable[[Any], bool], what: str, timeout: float = 8.0) -> Any:  # noqa: ASYNC109
-        deadline = time.monotonic() + timeout
-        while True:
-            for m in self.items:
-                if pred(m):
-                    return m
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {what}; got {[str(m) for m in self.items]}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
-
-
 async def wait_until(pred: Callable[[], bool], what: str, timeout: float = 15.0) -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while not pred():

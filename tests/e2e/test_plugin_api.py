@@ -11,7 +11,6 @@ validation, HTTP routes, and that the external-mode context overrides every serv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 
-from tests.helpers import disconnect, make_config, running_server, slix_client
+from tests.helpers import Inbox, disconnect, make_config, running_server, slix_client
 from xmppim.config import ConfigError
 from xmppim.plugins import api
 from xmppim.plugins.api import (
@@ -49,44 +48,6 @@ STANZA_ERRORS = "{urn:ietf:params:xml:ns:xmpp-stanzas}"
 
 
 # ----------------------------------------------------------------------------- helpers
-class Inbox:
-    """Messages (and message errors) one slixmpp user receives, awaitable by predicate."""
-
-    def __init__(self, client: slixmpp.ClientXMPP) -> None:
-        self.items: list[Any] = []
-        self._changed = asyncio.Event()
-        client.add_event_handler("message", self._add)
-        client.add_event_handler("message_error", self._add)
-
-    def _add(self, msg: Any) -> None:
-        self.items.append(msg)
-        self._changed.set()
-
-    def bodies(self) -> list[str]:
-        return [str(m["body"]) for m in self.items if m["type"] != "error"]
-
-    async def wait(self, pred: Callable[[Any], bool], what: str, timeout: float = 5.0) -> Any:  # noqa: ASYNC109
-        deadline = time.monotonic() + timeout
-        while True:
-            for m in self.items:
-                if pred(m):
-                    return m
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {what}; got {[str(m) for m in self.items]}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
-
-    async def body(self, text: str) -> Any:
-        return await self.wait(lambda m: m["type"] != "error" and m["body"] == text, f"message {text!r}")
-
-    async def error(self, from_: str) -> Any:
-        return await self.wait(
-            lambda m: m["type"] == "error" and m["from"].bare == from_, f"an error from {from_}"
-        )
-
-
 @dataclass
 class Users:
     alice: slixmpp.ClientXMPP

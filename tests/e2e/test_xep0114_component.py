@@ -9,7 +9,6 @@ disco#items, and once it has gone a user's message or IQ to it gets ``service-un
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 
-from tests.helpers import disconnect, slix_client
+from tests.helpers import Inbox, disconnect, slix_client
 from xmppim.config import ComponentSecret
 from xmppim.plugins.api import Plugin
 from xmppim.server import Server
@@ -108,33 +107,6 @@ async def wait_until(pred: Callable[[], bool], what: str, timeout: float = 5.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
-
-
-class Inbox:
-    """Messages (and message errors) one slixmpp user receives, awaitable by predicate."""
-
-    def __init__(self, client: slixmpp.ClientXMPP) -> None:
-        self.items: list[Any] = []
-        self._changed = asyncio.Event()
-        client.add_event_handler("message", self._add)
-        client.add_event_handler("message_error", self._add)
-
-    def _add(self, msg: Any) -> None:
-        self.items.append(msg)
-        self._changed.set()
-
-    async def wait(self, pred: Callable[[Any], bool], what: str, timeout: float = 5.0) -> Any:  # noqa: ASYNC109
-        deadline = time.monotonic() + timeout
-        while True:
-            for m in self.items:
-                if pred(m):
-                    return m
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {what}; got {[str(m) for m in self.items]}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
 
 
 @pytest.fixture
