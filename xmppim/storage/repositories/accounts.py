@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,6 +25,10 @@ class AccountStore(Protocol):
     async def set_password(self, username: str, domain: str, password: str) -> bool: ...
     async def delete(self, username: str, domain: str) -> bool: ...
     async def list(self, domain: str | None = None) -> list[str]: ...
+
+
+_ACCOUNTS = Account.__table__
+_KEYS = select(_ACCOUNTS).where(_ACCOUNTS.c.username == bindparam("u"), _ACCOUNTS.c.domain == bindparam("d"))
 
 
 class SQLAccountStore:
@@ -53,12 +57,9 @@ class SQLAccountStore:
             raise AccountExists(f"{username}@{domain}") from None
 
     async def get_keys(self, username: str, domain: str) -> ScramKeys | None:
-        """One Core SELECT (no ORM identity map): this runs at every login."""
-        t = Account.__table__
+        """One prebuilt Core SELECT (no ORM identity map, no statement rebuilt): this runs at every login."""
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(t).where(t.c.username == username, t.c.domain == domain))
-            ).first()
+            row = (await conn.execute(_KEYS, {"u": username, "d": domain})).first()
         if row is None:
             return None
         return ScramKeys(
