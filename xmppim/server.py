@@ -39,7 +39,12 @@ class ComponentOrigin(Origin):
 
 
 def raise_nofile_limit() -> int:
-    """Lift RLIMIT_NOFILE to the hard limit: every connection is a descriptor."""
+    """Lift RLIMIT_NOFILE to the hard limit: every connection is a descriptor.
+
+    When descriptors run out anyway, asyncio's accept loop already backs off: on EMFILE/ENFILE it stops
+    accepting for a second instead of spinning (``asyncio.selector_events``, ACCEPT_RETRY_DELAY), so the
+    server keeps serving the connections it has — the failure ejabberd shows here (100% CPU) cannot happen.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft < target:
