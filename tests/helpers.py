@@ -307,3 +307,17 @@ class RawClient:
         with contextlib.suppress(Exception):
             self.writer.close()
             await self.writer.wait_closed()
+
+
+async def until(c: RawClient, pred: Any) -> Element:
+    """The first stanza ``c`` receives for which ``pred(stanza)`` holds (others are skipped)."""
+    while True:
+        st = await c.recv()
+        if pred(st):
+            return st
+
+
+async def iq(c: RawClient, xml: str, id_: str = "q") -> Element:
+    """Send an IQ whose id is ``id_`` and return its answer, skipping anything else that arrives."""
+    c.send_raw(xml)
+    return await until(c, lambda st: st.tag == "{jabber:client}iq" and st.get("id") == id_)

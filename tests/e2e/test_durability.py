@@ -140,7 +140,7 @@ async def test_wallet_survives_sigkill_in_a_transfer_storm(proc: ServerProcess) 
                 confirmed.add(t.get("seq", ""))
 
     tasks = [asyncio.ensure_future(storm("alice", "bob")), asyncio.ensure_future(storm("bob", "alice"))]
-    while len(confirmed) < 30:
+    while len(confirmed) < 30:  # noqa: ASYNC110 - polling a counter the storm tasks update
         await asyncio.sleep(0.05)
     proc.kill()
     await asyncio.gather(*tasks)

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alembic import command
 from tests.helpers import RawClient, make_config, running_server
 from xmppim.config import Config
 from xmppim.storage.migrate import alembic_config, upgrade

@@ -126,12 +126,18 @@ async def test_iq_protocol_transfer_balance_history_and_errors(server: Server) -
     await ledger(server).mint("alice@localhost", 30)
     c = await RawClient.connect(server.ports["c2s"])
     await c.login("alice", "pw", "a")
-    c.send_raw(f"<iq type='set' id='t1' to='wallet.localhost'><transfer xmlns='{NS}' to='bob@localhost' amount='10' id='k1'/></iq>")
+    c.send_raw(
+        f"<iq type='set' id='t1' to='wallet.localhost'>"
+        f"<transfer xmlns='{NS}' to='bob@localhost' amount='10' id='k1'/></iq>"
+    )
     r = await c.recv()
     assert r.get("type") == "result"
     t = r.find(f"{{{NS}}}transfer")
     assert t is not None and t.get("replayed") == "false"
-    c.send_raw(f"<iq type='set' id='t2' to='wallet.localhost'><transfer xmlns='{NS}' to='bob@localhost' amount='10' id='k1'/></iq>")
+    c.send_raw(
+        f"<iq type='set' id='t2' to='wallet.localhost'>"
+        f"<transfer xmlns='{NS}' to='bob@localhost' amount='10' id='k1'/></iq>"
+    )
     r = await c.recv()
     assert r.find(f"{{{NS}}}transfer").get("replayed") == "true"  # type: ignore[union-attr]
     cases = [
@@ -224,7 +230,9 @@ async def test_topup_webhook_on_the_running_server(server: Server) -> None:
     def provider(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "examples/fake_payment_provider.py", "--url", url, *args],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     ok = await asyncio.to_thread(

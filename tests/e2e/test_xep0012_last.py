@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
-from xml.etree.ElementTree import Element
 
 import pytest
 from slixmpp.exceptions import IqError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import RawClient, disconnect, slix_client
+from tests.helpers import RawClient, disconnect, iq, slix_client, until
 from xmppim.modules.xep0012_last import LastActivityModule
 from xmppim.server import Server
 from xmppim.stanza import error_condition
@@ -36,18 +34,6 @@ async def raw(srv: Server, user: str, resource: str = "raw") -> RawClient:
     await c.login(user, "pw", resource)
     c.send_raw("<presence/>")
     return c
-
-
-async def until(c: RawClient, pred: Callable[[Element], bool]) -> Element:
-    while True:
-        st = await c.recv()
-        if pred(st):
-            return st
-
-
-async def iq(c: RawClient, xml: str) -> Element:
-    c.send_raw(xml)
-    return await until(c, lambda st: st.tag == "{jabber:client}iq" and st.get("id") == "q")
 
 
 async def subscribe(contact: RawClient, owner: RawClient) -> None:

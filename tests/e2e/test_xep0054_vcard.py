@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from xml.etree.ElementTree import Element
-
 import pytest
 from slixmpp.exceptions import IqError
 
-from tests.helpers import RawClient, disconnect, slix_client
+from tests.helpers import RawClient, disconnect, iq, slix_client
 from xmppim.modules.xep0054_vcard import VCardModule
 from xmppim.server import Server
 from xmppim.stanza import error_condition
@@ -20,15 +18,6 @@ V = "{vcard-temp}"
 async def srv(server: Server) -> Server:
     await server.plugins.load(VCardModule)  # a no-op once the entry point is installed
     return server
-
-
-async def iq(c: RawClient, xml: str) -> Element:
-    """Send an IQ (its id must be 'q') and return the answer, skipping anything else that arrives."""
-    c.send_raw(xml)
-    while True:
-        st = await c.recv()
-        if st.tag == "{jabber:client}iq" and st.get("id") == "q":
-            return st
 
 
 async def raw(srv: Server, user: str) -> RawClient:

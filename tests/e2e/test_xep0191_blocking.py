@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -13,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import RawClient, disconnect, make_config, running_server, slix_client
+from tests.helpers import RawClient, disconnect, iq, make_config, running_server, slix_client, until
 from xmppim.modules.xep0191_blocking import BlockingModule, matches
 from xmppim.server import Server
 from xmppim.stanza import error_condition
@@ -51,19 +50,6 @@ async def sync(c: RawClient) -> list[Element]:
         if st.get("id") == sid:
             return got
         got.append(st)
-
-
-async def until(c: RawClient, pred: Callable[[Element], bool]) -> Element:
-    while True:
-        st = await c.recv()
-        if pred(st):
-            return st
-
-
-async def iq(c: RawClient, xml: str) -> Element:
-    """Send an IQ with id 'q' and return its answer."""
-    c.send_raw(xml)
-    return await until(c, lambda st: st.tag == "{jabber:client}iq" and st.get("id") == "q")
 
 
 def kinds(stanzas: list[Element]) -> list[str]:
