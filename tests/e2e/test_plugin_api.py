@@ -539,3 +539,23 @@ def test_external_context_overrides_every_server_bound_method() -> None:
     assert missing == []
     for n in server_free:
         assert "_server" not in inspect.getsource(getattr(api.PluginContext, n))
+
+
+async def test_a_plugin_stanza_that_cannot_be_xml_is_dropped_and_the_session_goes_on(server: Server) -> None:
+    """A plugin sends a body with a control character XML cannot carry: it is not written (the client's
+    stream would break), and the next stanza to the same session arrives normally."""
+    from xml.etree.ElementTree import Element, SubElement
+
+    from tests.helpers import RawClient
+
+    c = await RawClient.connect(server.ports["c2s"])
+    await c.login("alice", "pw", "a")
+    session = server.sessions.get("alice@localhost/a")
+    assert session is not None
+    bad = Element("{jabber:client}message", {"to": "alice@localhost/a", "from": "localhost"})
+    SubElement(bad, "{jabber:client}body").text = "bell \x07"
+    session.deliver(bad)
+    c.send_raw("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    r = await c.recv()
+    assert r.tag == "{jabber:client}iq" and r.get("id") == "p"
+    await c.close()

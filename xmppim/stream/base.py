@@ -149,7 +149,14 @@ class XMLStreamConnection(asyncio.Protocol):
             t.abort()
 
     def send(self, el: Element) -> None:
-        self.write(serialize(el, self.content_ns))
+        """Serialize and write one element. An element that cannot be XML (a plugin put a control character
+        or a bad name in it) is dropped and logged: writing it would break the peer's stream."""
+        try:
+            data = serialize(el, self.content_ns)
+        except (ValueError, TypeError) as e:
+            log.error("not sending an unserializable %s to %s: %s", el.tag, self.peer, e)
+            return
+        self.write(data)
 
     def close(self, condition: str | None = None, text: str | None = None) -> None:
         """Close the stream, with a stream error first when ``condition`` is given (RFC 6120 §4.9)."""

@@ -391,7 +391,7 @@ class C2SConnection(XMLStreamConnection):
     # ------------------------------------------------------------- output
     def deliver(self, stanza: Element) -> None:
         """Write a stanza routed to this session."""
-        self.write(serialize(stanza, "jabber:client"))
+        self.send(stanza)
 
     def close(self, condition: str | None = None, text: str | None = None) -> None:
         super().close(condition, text)

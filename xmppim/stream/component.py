@@ -21,7 +21,7 @@ from .. import jid as jidlib
 from ..stanza import IQ, MESSAGE, PRESENCE
 from ..xml import ns
 from ..xml.parser import Event, StanzaReceived, StreamOpened
-from ..xml.serialize import serialize, stream_header
+from ..xml.serialize import stream_header
 from .base import XMLStreamConnection
 
 if TYPE_CHECKING:
@@ -137,4 +137,4 @@ class ComponentConnection(XMLStreamConnection):
         return self.server.router.route(self, el)
 
     def deliver(self, stanza: Element) -> None:
-        self.write(serialize(stanza, ns.COMPONENT))
+        self.send(stanza)
