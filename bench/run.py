@@ -28,7 +28,7 @@ from bench import scenarios
 from bench.scenarios import Settings
 from bench.servers import Server, ServerError, make_server
 
-ALL_SERVERS = ("echo", "xmppim", "xmppim-uvloop", "prosody", "ejabberd")
+ALL_SERVERS = ("echo", "xmppim", "xmppim-uvloop", "xmppim-uvloop-2w", "prosody", "ejabberd")
 ALL_WORKLOADS = ("idle", "logins", "messages", "fanout", "offline")
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE_PORT = 17200

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -271,17 +272,21 @@ class XmppimServer(Server):
     name = "xmppim"
 
     def __init__(self, port: int, workdir: Path | None = None, keep: bool = False,
-                 uvloop: bool = False, optimize: bool = False) -> None:
+                 uvloop: bool = False, optimize: bool = False, workers: int = 1) -> None:
         super().__init__(port, workdir, keep)
         self.uvloop = uvloop
         self.optimize = optimize
-        self.name = "xmppim" + ("-uvloop" if uvloop else "") + ("-O" if optimize else "")
+        self.workers = workers
+        self.name = ("xmppim" + ("-uvloop" if uvloop else "") + ("-O" if optimize else "")
+                     + (f"-{workers}w" if workers > 1 else ""))
         self.notes = [
             "sqlite (aiosqlite) storage in a temp dir",
             "require_encryption = false (for the no-TLS login figure); registration open",
             "max_unauthenticated_per_ip 100000, offline_quota 5000, log level warning",
         ] + (["XMPPIM_LOOP=uvloop"] if uvloop else ["default asyncio loop"]) + (
-            ["python -O (asserts stripped)"] if optimize else [])
+            ["python -O (asserts stripped)"] if optimize else []) + (
+            [f"[server] workers = {workers}: a supervisor and {workers} worker processes sharing the port "
+             "(SO_REUSEPORT), routing between them over the cluster mesh"] if workers > 1 else [])
 
     @staticmethod
     def executable() -> Path:
@@ -310,6 +315,7 @@ class XmppimServer(Server):
 [server]
 domains = ["{self.domain}"]
 data_dir = "{self.dir / 'data'}"
+workers = {self.workers}
 [storage]
 url = "sqlite+aiosqlite:///{self.dir / 'data' / 'xmppim.db'}"
 [c2s]
@@ -341,6 +347,16 @@ c2s_bytes_per_second = 0     # flood control off, like Prosody without mod_limit
 enabled = []
 """)
 
+
+    def after_start(self) -> None:
+        """With workers, the supervisor's sockets accept before the workers run: wait for its ready line."""
+        if self.workers <= 1:
+            return
+        deadline = time.monotonic() + 60
+        while f"with {self.workers} workers" not in self.log_path.read_text(errors="replace"):
+            if time.monotonic() > deadline or not self.alive():
+                raise ServerError("the workers did not start")
+            time.sleep(0.1)
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         exe = self.executable()
@@ -512,9 +528,11 @@ modules:
 
 def make_server(name: str, port: int, keep: bool = False) -> Server:
     """Server launcher by name: xmppim[-uvloop][-O], prosody, ejabberd, echo, echo-uvloop."""
-    if name in ("xmppim", "xmppim-uvloop", "xmppim-O", "xmppim-uvloop-O"):
-        # -O variants run ``python -O -m xmppim`` (asserts stripped)
-        return XmppimServer(port, keep=keep, uvloop="uvloop" in name, optimize=name.endswith("-O"))
+    m = re.fullmatch(r"xmppim(-uvloop)?(-O)?(?:-(\d+)w)?", name)
+    if m:
+        # -O variants run ``python -O -m xmppim`` (asserts stripped); -Nw runs N worker processes
+        return XmppimServer(port, keep=keep, uvloop=bool(m.group(1)), optimize=bool(m.group(2)),
+                            workers=int(m.group(3) or 1))
     if name == "prosody":
         return ProsodyServer(port, keep=keep)
     if name == "ejabberd":

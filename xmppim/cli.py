@@ -37,17 +37,29 @@ def run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 # ----------------------------------------------------------------- serve
-async def _serve(cfg: Config) -> int:
+async def _serve(cfg: Config, worker: int | None = None) -> int:
     from .server import Server
 
-    server = Server(cfg)
+    if worker is None:
+        server = Server(cfg)
+    else:
+        from .cluster.supervisor import READY, inherited_sockets
+
+        server = Server(cfg, worker_index=worker, sockets=inherited_sockets())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    ports = ", ".join(f"{k} {v}" for k, v in sorted(server.ports.items()))
-    print(f"xmppim {__version__} serving {', '.join(cfg.server.domains)} ({ports})", flush=True)
+    await server.start(migrate=worker is None)
+    if worker is None:
+        ports = ", ".join(f"{k} {v}" for k, v in sorted(server.ports.items()))
+        print(f"xmppim {__version__} serving {', '.join(cfg.server.domains)} ({ports})", flush=True)
+    else:
+        assert server.cluster is not None
+        if not await server.cluster.wait_connected(30):
+            logging.getLogger("xmppim").warning("worker %d: not every peer is reachable yet", worker)
+        sys.stdout.buffer.write(READY)
+        sys.stdout.flush()
     await stop.wait()
     logging.getLogger("xmppim").info("shutting down")
     await server.stop()
@@ -55,6 +67,18 @@ async def _serve(cfg: Config) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
+    """One process, or (``[server] workers`` / ``--workers`` > 1) a supervisor and its worker processes."""
+    if args.workers is not None:
+        if not 1 <= args.workers <= 64:
+            print("--workers must be from 1 to 64", file=sys.stderr)
+            return 2
+        cfg.server.workers = args.workers
+    if args.worker is not None:
+        return run(_serve(cfg, args.worker))
+    if cfg.server.workers > 1:
+        from .cluster.supervisor import Supervisor
+
+        return run(Supervisor(cfg, args.config or os.environ.get("XMPPIM_CONFIG"), args.log_level).run())
     return run(_serve(cfg))
 
 
@@ -314,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"xmppim {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("serve", help="run the server").set_defaults(fn=cmd_serve)
+    sv = sub.add_parser("serve", help="run the server")
+    sv.add_argument("--workers", type=int, help="worker processes (overrides [server] workers)")
+    sv.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor for its workers
+    sv.set_defaults(fn=cmd_serve)
     sub.add_parser("migrate", help="bring the database schema up to date (alembic upgrade heads)").set_defaults(
         fn=cmd_migrate
     )

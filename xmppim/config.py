@@ -27,6 +27,8 @@ class ServerConfig:
     data_dir: str = "./var"
     admins: list[str] = field(default_factory=list)
     """Bare JIDs with administrative rights (ad-hoc admin commands, wallet minting)."""
+    workers: int = 1
+    """Worker processes sharing the listening sockets (``xmppim/cluster/``); 1 runs everything in one."""
 
 
 @dataclass
@@ -234,6 +236,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{d!r} is not a valid domain: {e}") from None
         if j.user or j.resource:
             raise ConfigError(f"{d!r} must be a bare domain")
+    if not 1 <= cfg.server.workers <= 64:
+        raise ConfigError("[server] workers must be from 1 to 64")
     if cfg.limits.max_stanza_bytes < 10000:
         raise ConfigError("[limits] max_stanza_bytes must be at least 10000 (RFC 6120 §13.12)")
     for section in ("c2s", "s2s", "component", "http"):

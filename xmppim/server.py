@@ -13,7 +13,7 @@ import secrets
 import socket
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .bus.events import EventBus
 from .bus.items import Items
@@ -26,6 +26,9 @@ from .storage.db import create_engine
 from .storage.repositories.accounts import SQLAccountStore
 from .transports.http import HTTPService
 from .transports.tls import TLSMaterial, load_tls
+
+if TYPE_CHECKING:
+    from .cluster.node import ClusterNode
 
 log = logging.getLogger("xmppim.server")
 
@@ -70,8 +73,19 @@ def load_secret(data_dir: Path) -> bytes:
 
 
 class Server:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        worker_index: int | None = None,
+        sockets: dict[str, socket.socket] | None = None,
+    ) -> None:
+        """``worker_index`` makes this process worker N of ``[server] workers`` (see ``xmppim/cluster/``);
+        ``sockets`` are listening sockets handed over by the supervisor, by listener name."""
         self.config = config
+        self.worker_index = worker_index
+        self.inherited_sockets = sockets or {}
+        self.cluster: ClusterNode | None = None
         self.hosts: set[str] = set(config.server.domains)
         self.default_domain = config.server.domains[0]
         self.bus = EventBus()
@@ -111,6 +125,11 @@ class Server:
         for domain in cfg.components:
             self.router.components.setdefault(domain, None)
         await self.plugins.load_all()
+        if self.worker_index is not None and cfg.server.workers > 1:
+            from .cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(self, self.worker_index, cfg.server.workers, cfg.data_path / "cluster")
+            await self.cluster.start()
         if listen:
             await self._listen()
         self.started.set()
@@ -134,21 +153,30 @@ class Server:
             ("component", cfg.component.bind, cfg.component.port, lambda: ComponentConnection(self), None),
         ]
         for name, host, port, factory, ssl in specs:
-            if port == 0 and name != "c2s":
+            inherited = self.inherited_sockets.get(name)
+            if inherited is not None:
+                srv = await loop.create_server(
+                    factory, sock=inherited, ssl=ssl, backlog=1024, ssl_handshake_timeout=30 if ssl else None
+                )
+            elif port == 0 and name != "c2s":
                 continue
-            srv = await loop.create_server(
-                factory,
-                host,
-                port,
-                ssl=ssl,
-                backlog=1024,
-                reuse_address=True,
-                ssl_handshake_timeout=30 if ssl else None,
-            )
+            else:
+                srv = await loop.create_server(
+                    factory,
+                    host,
+                    port,
+                    ssl=ssl,
+                    backlog=1024,
+                    reuse_address=True,
+                    ssl_handshake_timeout=30 if ssl else None,
+                )
             self._listeners.append(srv)
             sock: socket.socket = srv.sockets[0]
             self.ports[name] = sock.getsockname()[1]
-        if cfg.http.port:
+        if "http" in self.inherited_sockets:
+            await self.http.start_on(self.inherited_sockets["http"])
+            self.ports["http"] = self.inherited_sockets["http"].getsockname()[1]
+        elif cfg.http.port:
             await self.http.start(cfg.http.bind, cfg.http.port)
             self.ports["http"] = cfg.http.port
 
@@ -163,6 +191,8 @@ class Server:
         for srv in self._listeners:
             await srv.wait_closed()
         await self.http.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.plugins.unload_all()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -182,6 +212,8 @@ class Server:
         return asyncio.gather(*pending)
 
     def session_closed(self, session: ClientSession) -> None:
+        if getattr(session, "remote", False):
+            return  # its own worker announces its end (xmppim/cluster/)
         for aw in self.bus.notify("session/closed", session):
             self.spawn(aw)
 

@@ -169,6 +169,14 @@ class Router:
             return self.reply_error(ev.stanza, "remote-server-not-found")
         return r
 
+    def redispatch(self, ev: StanzaEvent) -> Any:
+        """Run the destination side for a stanza whose origin side already ran elsewhere (another worker
+        process); returns ``None`` or an awaitable, like :meth:`route`."""
+        r = self.dispatch(ev)
+        if r is None or r is True:
+            return None
+        return self._result(ev, r)
+
     def _local(self, ev: StanzaEvent) -> Any:
         kind = ev.kind
         if kind == "iq":

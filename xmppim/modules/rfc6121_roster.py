@@ -110,6 +110,10 @@ class RosterModule(Plugin):
         # Late: presence still needs the roster to broadcast 'unavailable' when the session closes.
         self.ctx.hook("session/closed", self.on_closed, PRIORITY_LATE)
         self.ctx.hook("user/deleted", self.on_user_deleted)
+        # Several worker processes: a user's roster has one writer, the user's home worker.
+        self.ctx.pin_to_user("sender", ("iq", "presence"), _touches_own_roster)
+        self.ctx.pin_to_user("recipient", ("presence",), _is_subscription)
+        self.ctx.hook("cluster/roster/changed", self.on_changed_elsewhere)
         self.ctx.provide("roster", self)
 
     # --------------------------------------------------------------- cache
@@ -163,6 +167,11 @@ class RosterModule(Plugin):
     async def on_user_deleted(self, bare: str) -> None:
         await self.store.remove_all(bare)
         self.rosters.pop(bare, None)
+        self.ctx.broadcast("roster/changed", bare)
+
+    def on_changed_elsewhere(self, owner: str) -> None:
+        """Another worker (the owner's home) changed this roster: our copy is stale, reload when needed."""
+        self.rosters.pop(owner, None)
 
     async def is_subscribed_from(self, owner: str, contact: str) -> bool:
         """Whether ``contact`` may see ``owner``'s presence (owner's item has subscription from/both)."""
@@ -188,9 +197,11 @@ class RosterModule(Plugin):
             if entry.contact in roster.items:
                 roster.version = await self.store.remove(roster.owner, entry.contact)
                 del roster.items[entry.contact]
+                self.ctx.broadcast("roster/changed", roster.owner)
             return
         roster.version = await self.store.save(roster.owner, entry)
         roster.items[entry.contact] = entry
+        self.ctx.broadcast("roster/changed", roster.owner)
         if push and entry.in_roster:
             self.push(roster, entry)
 
@@ -229,9 +240,11 @@ class RosterModule(Plugin):
             contact = jidlib.bare(item.get("jid", ""))
         except jidlib.InvalidJID:
             return error_reply(ev.stanza, "jid-malformed", "The item's jid is not a valid JID")
+        # §2.1.2.5: in a roster set the server MUST ignore every 'subscription' value but "remove"
+        # (slixmpp's update_roster sends the current one, e.g. 'none').
         sub = item.get("subscription")
-        if sub not in (None, "remove"):
-            return error_reply(ev.stanza, "bad-request", "Only subscription='remove' may be set")
+        if sub != "remove":
+            sub = None
         name = item.get("name")
         if name is not None and len(name) > MAX_NAME:
             return error_reply(ev.stanza, "not-acceptable", "The name is too long")
@@ -400,6 +413,17 @@ class RosterModule(Plugin):
                         pass
                 out.append(Element(PRESENCE, {"from": e.contact, "to": owner, "type": "subscribe"}))
         return out
+
+
+def _touches_own_roster(ev: StanzaEvent) -> bool:
+    """Roster IQs (a get marks the resource interested in pushes) and outbound subscription presence."""
+    if ev.kind == "iq":
+        return len(ev.stanza) == 1 and ev.stanza[0].tag == Q
+    return bool(ev.to) and ev.stanza.get("type") in SUBSCRIPTION_TYPES
+
+
+def _is_subscription(ev: StanzaEvent) -> bool:
+    return ev.stanza.get("type") in SUBSCRIPTION_TYPES
 
 
 def fromstring_client(text: str) -> Element:

@@ -36,6 +36,9 @@ class OfflineModule(Plugin):
         self.ctx.add_feature("msgoffline")
         self.ctx.hook("message/offline", self.on_offline)
         self.ctx.hook("presence/initial", self.on_initial)
+        self.ctx.hook("cluster/offline/stored", self.on_stored_elsewhere)
+        self._running: set[str] = set()
+        self._again: set[str] = set()
         self.ctx.provide("offline", self)
 
     def on_offline(self, ev: StanzaEvent) -> Any:
@@ -61,6 +64,8 @@ class OfflineModule(Plugin):
                 self.ctx.send(error_reply(stanza, "service-unavailable", "The recipient's offline storage is full"))
                 or True
             )
+        # Another worker process may have seen the user come online just now: it will deliver this.
+        self.ctx.broadcast("offline/stored", owner)
         return True
 
     def on_initial(self, session: Any) -> Any:
@@ -68,7 +73,32 @@ class OfflineModule(Plugin):
             return None
         return self.deliver(session)
 
+    def on_stored_elsewhere(self, owner: str) -> Any:
+        """A worker stored a message for ``owner`` while it looked offline there; if the user is online here
+        (the announcement crossed on the way), deliver it now rather than at the next login."""
+        for s in self.ctx.sessions.available(owner):
+            if not getattr(s, "remote", False) and s.priority >= 0:
+                return self.deliver(s)
+        return None
+
     async def deliver(self, session: Any) -> None:
+        """Deliver the mailbox to ``session``; one delivery per user at a time, repeated if more arrived."""
+        owner = session.bare_jid
+        if owner in self._running:
+            self._again.add(owner)
+            return
+        self._running.add(owner)
+        try:
+            while True:
+                self._again.discard(owner)
+                await self._deliver_batches(session)
+                if owner not in self._again or session.closed:
+                    return
+        finally:
+            self._running.discard(owner)
+            self._again.discard(owner)
+
+    async def _deliver_batches(self, session: Any) -> None:
         while True:
             rows = await self.store.fetch(session.bare_jid, self.batch)
             if not rows:

@@ -93,6 +93,9 @@ class BlockingModule(Plugin):
         self.ctx.iq_handler("get", NS, self.on_get)
         self.ctx.iq_handler("set", NS, self.on_set)
         self.ctx.hook("user/deleted", self.on_user_deleted)
+        # Several worker processes: blocklist changes run on the user's home worker, the others follow.
+        self.ctx.pin_to_user("sender", ("iq",), _blocking_iq)
+        self.ctx.hook("cluster/blocking/changed", self.on_changed_elsewhere)
         self.ctx.provide("blocking", self)
 
     # ------------------------------------------------------------ service
@@ -211,7 +214,7 @@ class BlockingModule(Plugin):
         new = await self.store.add(owner, jids)
         if new:
             await self._unavailable_to(owner, new)
-            self.index[owner] = self.blocklist(owner) | frozenset(new)
+            self._set(owner, self.blocklist(owner) | frozenset(new))
         await self._reply(ev)
         if new:
             self._push(owner, BLOCK, new)
@@ -223,11 +226,7 @@ class BlockingModule(Plugin):
         else:
             gone = await self.store.clear(owner)
         if gone:
-            left = self.blocklist(owner) - frozenset(gone)
-            if left:
-                self.index[owner] = left
-            else:
-                self.index.pop(owner, None)
+            self._set(owner, self.blocklist(owner) - frozenset(gone))
         await self._reply(ev)
         if gone or not jids:
             self._push(owner, UNBLOCK, jids)  # an empty <unblock/> tells resources "everything" (§3.5)
@@ -319,8 +318,25 @@ class BlockingModule(Plugin):
             await r
 
     async def on_user_deleted(self, bare: str) -> None:
-        self.index.pop(bare, None)
+        self._set(bare, frozenset())
         await self.store.clear(bare)
+
+    def _set(self, owner: str, blocked: frozenset[str]) -> None:
+        if blocked:
+            self.index[owner] = blocked
+        else:
+            self.index.pop(owner, None)
+        self.ctx.broadcast("blocking/changed", {"owner": owner, "jids": sorted(blocked)})
+
+    def on_changed_elsewhere(self, d: dict[str, Any]) -> None:
+        if d["jids"]:
+            self.index[d["owner"]] = frozenset(d["jids"])
+        else:
+            self.index.pop(d["owner"], None)
+
+
+def _blocking_iq(ev: StanzaEvent) -> bool:
+    return len(ev.stanza) == 1 and ev.stanza[0].tag.startswith(f"{{{NS}}}")
 
 
 def _norm(jid: str) -> str:

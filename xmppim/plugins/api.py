@@ -291,6 +291,35 @@ class PluginContext:
         self.spawn(loop())
         self.registrations.append(f"timer every {interval}s")
 
+    # --------------------------------------------------------------- workers
+    def pin_to_user(self, side: str, kinds: tuple[str, ...], match: Callable[[StanzaEvent], bool]) -> None:
+        """Declare stanzas that read-modify-write per-user state this plugin keeps in memory.
+
+        When the server runs as several worker processes (``[server] workers``), a stanza of one of ``kinds``
+        ('message', 'presence', 'iq') for which ``match(ev)`` is true is handled on the home worker of the
+        user whose state it changes — the sender (``side='sender'``, checked at ``stanza/in`` for client
+        stanzas) or the recipient (``side='recipient'``, checked at ``{kind}/bare`` and ``{kind}/full``; only
+        'presence' is supported there so far) — so each user's state has one writer. Pair it with
+        :meth:`broadcast` so other workers drop copies they cached. In one process this costs nothing.
+        """
+        if side not in ("sender", "recipient"):
+            raise ValueError("side must be 'sender' or 'recipient'")
+        if side == "recipient" and set(kinds) - {"presence"}:
+            raise ValueError("recipient-side pinning covers presence only")
+        self.add_item(f"cluster/pin-{side}", (kinds, match))
+
+    def broadcast(self, topic: str, data: Any) -> None:
+        """Tell the other worker processes something (JSON-serialisable ``data``); there, handlers of
+        ``cluster/{topic}`` get ``data``. Nothing happens in a single-process server."""
+        cluster = self._server.cluster
+        if cluster is not None:
+            cluster.broadcast(topic, data)
+
+    @property
+    def worker(self) -> int:
+        """This process's worker index (0 in a single-process server)."""
+        return self._server.cluster.index if self._server.cluster is not None else 0
+
     # ---------------------------------------------------------------- server
     def notify(self, event: str, payload: Any) -> list[Any]:
         """Fire an observation event (every handler runs); returns awaitables handlers handed back."""

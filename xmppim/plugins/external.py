@@ -295,6 +295,16 @@ class ExternalContext(PluginContext):
         """The server's registries are not visible from outside: always empty."""
         return []
 
+    def pin_to_user(self, side: str, kinds: tuple[str, ...], match: Callable[[StanzaEvent], bool]) -> None:
+        """An external component is one process that sees only its own stanzas: nothing to pin."""
+
+    def broadcast(self, topic: str, data: Any) -> None:
+        """No server workers to tell: an external component is one process of its own."""
+
+    @property
+    def worker(self) -> int:
+        return 0
+
     # ------------------------------------------------------------ services
     def provide(self, service: str, obj: Any) -> None:
         """Offer a service to the plugin's own code (only this process can reach it)."""

@@ -60,6 +60,7 @@ class ComponentConnection(XMLStreamConnection):
         self.server.component_connections.discard(self)
         if self.state is ComponentState.ESTABLISHED and self.server.router.components.get(self.domain) is self:
             self.server.router.components[self.domain] = None
+            self.server.bus.notify("component/disconnected", self.domain)
             log.info("component %s disconnected", self.domain)
 
     def _header_sent(self) -> bool:
@@ -114,6 +115,7 @@ class ComponentConnection(XMLStreamConnection):
             self.close("conflict", f"{self.domain} is already connected")
             return
         self.server.router.components[self.domain] = self
+        self.server.bus.notify("component/connected", self.domain)
         self.state = ComponentState.ESTABLISHED
         self.write(b"<handshake/>")
         log.info("component %s connected from %s", self.domain, self.peer)

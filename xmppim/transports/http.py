@@ -8,6 +8,7 @@ aiohttp freezes its router at start and plugins must be able to unload (and thei
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,6 +61,12 @@ class HTTPService:
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
+
+    async def start_on(self, sock: socket.socket) -> None:
+        """Serve on a listening socket handed over by the multi-process supervisor."""
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        await web.SockSite(self.runner, sock).start()
 
     async def stop(self) -> None:
         if self.runner is not None:
