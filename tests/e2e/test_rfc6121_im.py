@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import slixmpp
 
-from tests.helpers import RawClient, disconnect, slix_client
+from tests.helpers import RawClient, disconnect, iq, slix_client
 from xmppim.server import Server
 
 ROSTER = "{jabber:iq:roster}"
@@ -239,7 +239,6 @@ async def test_roster_versioning_returns_empty_result_when_up_to_date(server: Se
     [
         ("<item jid='carol@localhost'><group>A</group><group>A</group></item>", "bad-request"),
         ("<item jid='carol@localhost'/><item jid='bob@localhost'/>", "bad-request"),
-        ("<item jid='carol@localhost' subscription='both'/>", "bad-request"),
         ("<item jid='carol@localhost'><group></group></item>", "not-acceptable"),
         ("<item jid='@@bad'/>", "jid-malformed"),
     ],
@@ -251,6 +250,24 @@ async def test_roster_set_validation_errors(server: Server, item: str, condition
     r = await c.recv()
     assert r.get("type") == "error"
     assert r.find(f".//{{urn:ietf:params:xml:ns:xmpp-stanzas}}{condition}") is not None
+    await c.close()
+
+
+async def test_roster_set_ignores_subscription_values_but_remove(server: Server) -> None:
+    """RFC 6121 §2.1.2.5: a client cannot grant itself a subscription; the value is ignored, not refused."""
+    c = await RawClient.connect(server.ports["c2s"])
+    await c.login("alice", "pw", "a")
+    await iq(c, "<iq type='get' id='g'><query xmlns='jabber:iq:roster'/></iq>", "g")
+    c.send_raw(
+        "<iq type='set' id='s'><query xmlns='jabber:iq:roster'>"
+        "<item jid='carol@localhost' subscription='both' name='C'/></query></iq>"
+    )
+    msgs = [await c.recv(), await c.recv()]
+    result = next(m for m in msgs if m.get("id") == "s")
+    assert result.get("type") == "result"
+    push = next(m for m in msgs if m.get("type") == "set")
+    item = push.find(f"{ROSTER}query/{ROSTER}item")
+    assert item is not None and item.get("subscription") == "none" and item.get("name") == "C"
     await c.close()
 
 
