@@ -16,6 +16,8 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import RawClient, seed_database, until
 from xmppim.config import load_config
 from xmppim.storage.db import create_engine
@@ -31,7 +33,7 @@ def children(pid: int) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def supervisor(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+async def supervisor(tmp_path: Path, loop: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     conf = tmp_path / "xmppim.toml"
     conf.write_text(
         f"""
@@ -66,6 +68,7 @@ port = 0
         "serve",
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "XMPPIM_LOOP": loop},
     )
     try:
         assert proc.stdout is not None
@@ -110,8 +113,9 @@ async def exchange(clients: list[RawClient]) -> None:
         assert got.findtext("{jabber:client}body") == f"hi from {i ^ 1}"
 
 
-async def test_two_worker_processes_route_between_them(tmp_path: Path) -> None:
-    async with supervisor(tmp_path) as (proc, port):
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_two_worker_processes_route_between_them(tmp_path: Path, loop: str) -> None:
+    async with supervisor(tmp_path, loop) as (proc, port):
         workers = children(proc.pid)
         assert len(workers) == 2
         clients = await login_all(port, 2 * PAIRS)

@@ -22,7 +22,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger("xmppim.cluster")
 
@@ -72,8 +72,8 @@ class _Inbound(asyncio.Protocol):
         self.busy = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's transports do not subclass asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -210,7 +210,6 @@ class Mesh:
                 delay = min(delay * 2, 0.5)
                 continue
             delay = 0.02
-            assert isinstance(transport, asyncio.Transport)
             self.outbound[peer] = transport
             transport.write(HEADER.pack(len(str(self.index)), HELLO) + str(self.index).encode())
             if len(self.outbound) == len(self.peers):
