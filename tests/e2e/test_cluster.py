@@ -238,3 +238,35 @@ async def test_a_dead_worker_sessions_go_unavailable(pair: tuple[Server, Server]
         assert not w0.sessions.is_online("carol@localhost")
     finally:
         await disconnect(alice, carol)
+
+
+async def test_offline_quota_counts_follow_deliveries_on_other_workers(tmp_path: Path) -> None:
+    """Worker 0 counted bob's full mailbox; bob empties it on worker 1: worker 0 must store again, not bounce."""
+    async with cluster_of_two(tmp_path, limits={"offline_quota": 2}) as (w0, w1):
+        alice = await login(w0, w1, "alice")
+        a_in = Inbox(alice)
+        try:
+            for text in ("one", "two", "three"):
+                alice.send_message("bob@localhost", text, mtype="chat")
+            await a_in.error("bob@localhost")  # the third one: the mailbox holds two
+            bob = await slix_client(w1, "bob@localhost", "pw", presence=False)
+            b_in = Inbox(bob)
+            bob.send_presence()
+            await b_in.body("two")
+            await disconnect(bob)
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 5
+            while w0.sessions.is_online("bob@localhost"):
+                assert loop.time() < end
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            errors_before = len([m for m in a_in.items if m["type"] == "error"])
+            alice.send_message("bob@localhost", "four", mtype="chat")
+            bob = await slix_client(w1, "bob@localhost", "pw", presence=False)
+            b_in = Inbox(bob)
+            bob.send_presence()
+            await b_in.body("four")
+            assert len([m for m in a_in.items if m["type"] == "error"]) == errors_before
+            await disconnect(bob)
+        finally:
+            await disconnect(alice)

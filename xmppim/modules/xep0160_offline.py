@@ -37,6 +37,7 @@ class OfflineModule(Plugin):
         self.ctx.hook("message/offline", self.on_offline)
         self.ctx.hook("presence/initial", self.on_initial)
         self.ctx.hook("cluster/offline/stored", self.on_stored_elsewhere)
+        self.ctx.hook("cluster/offline/taken", self.store.forget)
         self._running: set[str] = set()
         self._again: set[str] = set()
         self.ctx.provide("offline", self)
@@ -76,6 +77,7 @@ class OfflineModule(Plugin):
     def on_stored_elsewhere(self, owner: str) -> Any:
         """A worker stored a message for ``owner`` while it looked offline there; if the user is online here
         (the announcement crossed on the way), deliver it now rather than at the next login."""
+        self.store.forget(owner)
         for s in self.ctx.sessions.available(owner):
             if not getattr(s, "remote", False) and s.priority >= 0:
                 return self.deliver(s)
@@ -106,5 +108,6 @@ class OfflineModule(Plugin):
             for _id, text in rows:
                 session.deliver(fromstring_client(text))
             await self.store.delete(session.bare_jid, [i for i, _ in rows])
+            self.ctx.broadcast("offline/taken", session.bare_jid)  # other workers' mailbox counts are stale
             if len(rows) < self.batch or session.closed:
                 return

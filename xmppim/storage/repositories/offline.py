@@ -16,11 +16,13 @@ class OfflineStore(Protocol):
     async def store(self, owner: str, stanza: str, quota: int) -> bool: ...
     async def fetch(self, owner: str, limit: int) -> list[tuple[int, str]]: ...
     async def delete(self, owner: str, ids: list[int]) -> None: ...
+    def forget(self, owner: str) -> None: ...
     async def count(self, owner: str) -> int: ...
 
 
 class SQLOfflineStore:
-    """Counts per owner are cached after the first look (this store is the only writer of the table), so
+    """Counts per owner are cached after the first look (this store is the only writer of the table in its
+    process; with several worker processes, :meth:`forget` drops a count another worker made stale), so
     storing a message is one INSERT in one short write transaction."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -61,6 +63,10 @@ class SQLOfflineStore:
             return
         async with self._sm.begin() as s:
             await s.execute(delete(OfflineMessage).where(OfflineMessage.owner == owner, OfflineMessage.id.in_(ids)))
+        self._counts.pop(owner, None)
+
+    def forget(self, owner: str) -> None:
+        """Another process stored or delivered ``owner``'s messages: count again next time."""
         self._counts.pop(owner, None)
 
     async def count(self, owner: str) -> int:
