@@ -270,3 +270,22 @@ async def test_offline_quota_counts_follow_deliveries_on_other_workers(tmp_path:
             await disconnect(bob)
         finally:
             await disconnect(alice)
+
+
+async def test_wallet_ledger_stays_whole_with_two_workers_writing(pair: tuple[Server, Server]) -> None:
+    """Both workers move coins at once through their own ledger objects and database connections: every
+    transfer lands once, balances add up, and the hash chain verifies (the ledger's DB write lock, not any
+    in-process lock, is what serializes the two processes)."""
+    w0, w1 = pair
+    l0, l1 = w0.services["wallet"], w1.services["wallet"]
+    await l0.mint("alice@localhost", 1000)
+    await l1.mint("bob@localhost", 1000)
+    await asyncio.gather(
+        *(l0.transfer("alice@localhost", "bob@localhost", 7) for _ in range(40)),
+        *(l1.transfer("bob@localhost", "alice@localhost", 5) for _ in range(40)),
+    )
+    assert await l0.balance("alice@localhost") == 1000 - 40 * 7 + 40 * 5
+    assert await l1.balance("bob@localhost") == 1000 + 40 * 7 - 40 * 5
+    report = await l1.verify()
+    assert report.ok, report.problems
+    assert report.transfers == 82
