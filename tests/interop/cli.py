@@ -24,7 +24,7 @@ REPO = HERE.parents[1]
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xmppim interop", description="Run the interoperability tier.")
-    p.add_argument("--target", help="managed targets, comma list (xmppim,prosody); default: all available")
+    p.add_argument("--target", help="managed targets, comma list (xmppim,xmppim-2w,prosody); default: all available")
     p.add_argument("--host", help="external server address (switches to the 'external' target)")
     p.add_argument("--port", type=int, default=5222, help="external c2s STARTTLS port")
     p.add_argument("--direct-tls-port", type=int, default=None, help="external XEP-0368 port, if any")

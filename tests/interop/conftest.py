@@ -67,7 +67,7 @@ def _name_unnamed_rows() -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("interop", "xmppim interoperability tier")
-    g.addoption("--target", default=None, help="comma list of targets: xmppim,prosody,external")
+    g.addoption("--target", default=None, help="comma list of targets: xmppim,xmppim-2w,prosody,external")
     g.addoption("--external-host", default=None)
     g.addoption("--external-port", type=int, default=5222)
     g.addoption("--external-direct-tls-port", type=int, default=None)
@@ -95,14 +95,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def selected_targets(config: pytest.Config) -> list[str]:
-    """Targets from --target, else INTEROP_TARGETS, else external/xmppim+prosody/prosody."""
+    """Targets from --target, else INTEROP_TARGETS, else external/xmppim+xmppim-2w+prosody/prosody."""
     raw = config.getoption("--target") or os.environ.get("INTEROP_TARGETS")
     if raw:
         return [t.strip() for t in raw.split(",") if t.strip()]
     if config.getoption("--external-host"):
         return ["external"]
     if (REPO / "xmppim" / "cli.py").exists():
-        return ["xmppim", "prosody"]
+        # xmppim-2w: the same server as two worker processes (``[server] workers = 2``), clients spread
+        # over both by the kernel, so every scenario also crosses the cluster mesh.
+        return ["xmppim", "xmppim-2w", "prosody"]
     return ["prosody"]
 
 

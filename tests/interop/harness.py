@@ -421,6 +421,7 @@ XMPPIM_CONFIG = """\
 [server]
 domains = ["{domain}"]
 data_dir = "{dir}/data"
+workers = {workers}
 
 [storage]
 url = "sqlite+aiosqlite:///{dir}/data/xmppim.db"
@@ -464,9 +465,11 @@ def xmppim_command() -> list[str]:
 class ManagedXmppim:
     """One private xmppim server (own dir/ports) started from this checkout."""
 
-    def __init__(self, domain: str = "localhost", fault: str | None = None) -> None:
+    def __init__(self, domain: str = "localhost", fault: str | None = None, workers: int = 1) -> None:
         self.domain = domain
         self.fault = fault
+        self.workers = workers
+        self.name = "xmppim" if workers == 1 else f"xmppim-{workers}w"
         self.dir = Path(tempfile.mkdtemp(prefix="xmppim-interop-xmppim-"))
         self.ports = {k: free_port() for k in ("c2s", "c2s_tls", "s2s", "component", "http")}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -486,7 +489,13 @@ class ManagedXmppim:
         crt, key = write_self_signed(self.dir, [self.domain])
         self.config.write_text(
             XMPPIM_CONFIG.format(
-                dir=self.dir, domain=self.domain, crt=crt, key=key, ibr=str(self.ibr).lower(), **self.ports
+                dir=self.dir,
+                domain=self.domain,
+                crt=crt,
+                key=key,
+                ibr=str(self.ibr).lower(),
+                workers=self.workers,
+                **self.ports,
             )
         )
         self.log_path = self.dir / "xmppim.log"
@@ -502,12 +511,14 @@ class ManagedXmppim:
         )
         try:
             wait_port("127.0.0.1", self.ports["c2s"], 30, self.proc)
+            if self.workers > 1:
+                self._wait_workers(60)
         except Exception as exc:
             self.stop(keep=True)
             raise RuntimeError(f"xmppim failed to start: {exc}\n{log_tail(self.log_path)}") from exc
         ws, bosh = self._probe_http()
         return Target(
-            name="xmppim",
+            name=self.name,
             host="127.0.0.1",
             port=self.ports["c2s"],
             direct_tls_port=self.ports["c2s_tls"] if self._port_open(self.ports["c2s_tls"]) else None,
@@ -517,6 +528,16 @@ class ManagedXmppim:
             _make_account=self.add_user,
             _version=self._version,
         )
+
+    def _wait_workers(self, timeout: float) -> None:
+        """With workers the supervisor's sockets accept before the workers run: wait for its ready line."""
+        deadline = time.monotonic() + timeout
+        while f"with {self.workers} workers" not in self.log_path.read_text(errors="replace"):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"supervisor exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not start")
+            time.sleep(0.1)
 
     @staticmethod
     def log_level_args() -> list[str]:
@@ -675,6 +696,8 @@ def managed_target(name: str, fault: str | None = None) -> Iterator[Target]:
         server = ManagedProsody()
     elif name == "xmppim":
         server = ManagedXmppim(fault=fault)
+    elif name == "xmppim-2w":
+        server = ManagedXmppim(workers=2)
     else:
         raise ValueError(f"unknown managed target {name!r}")
     target = server.start()
