@@ -71,7 +71,10 @@ class RemoteSession:
 
     kind = "c2s"
     remote = True
-    bound = True
+    __slots__ = (
+        "node", "worker", "sid", "full_jid", "bare_jid", "resource", "username", "domain", "name", "bound_at",
+        "priority", "presence", "interested", "directed", "meta", "closed", "bound",
+    )  # fmt: skip
 
     def __init__(self, node: ClusterNode, worker: int, sid: int, full_jid: str, bound_at: float) -> None:
         self.node = node
@@ -88,6 +91,7 @@ class RemoteSession:
         self.directed: set[str] = set()
         self.meta: dict[str, Any] = {}
         self.closed = False
+        self.bound = True
 
     def deliver(self, stanza: Element) -> None:
         self.node.deliver_remote(self, stanza)
