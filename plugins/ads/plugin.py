@@ -218,6 +218,13 @@ class AdsPlugin(Plugin):
     clock: Callable[[], datetime] = staticmethod(lambda: datetime.now(UTC))
 
     async def start(self) -> None:
+        if self.ctx.server_config.server.workers > 1:
+            # Campaign budgets in flight, frequency caps and preference caches live in this process; with
+            # several workers each would count on its own. Refuse rather than over-deliver or mis-bill.
+            raise RuntimeError(
+                "the ads plugin does not run with [server] workers > 1 yet (its budgets and frequency caps are "
+                "per process): run one worker, or disable ads"
+            )
         cfg: AdsSettings = self.ctx.config
         self.cfg = cfg
         self.kill = cfg.kill_switch

@@ -289,3 +289,14 @@ async def test_wallet_ledger_stays_whole_with_two_workers_writing(pair: tuple[Se
     report = await l1.verify()
     assert report.ok, report.problems
     assert report.transfers == 82
+
+
+async def test_ads_plugin_refuses_to_run_on_several_workers(tmp_path: Path) -> None:
+    """Its budgets and caps are per process: with workers it must say so at start, not mis-bill later."""
+    from xmppim.plugins.loader import PluginError
+
+    cfg = make_config(tmp_path, server={"workers": 2}, plugins={"enabled": ["wallet", "ads"]})
+    srv = Server(cfg, worker_index=0)
+    with pytest.raises(PluginError, match=r"workers > 1"):
+        await srv.start()
+    await srv.stop()
