@@ -30,7 +30,7 @@ class OfflineModule(Plugin):
     xeps = (Xep(160, "1.0.1"), Xep(203, "2.0"))
 
     async def start(self) -> None:
-        self.store = SQLOfflineStore(self.ctx.db)
+        self.store = SQLOfflineStore(self.ctx.db, self.ctx.server_config.storage.sqlite_synchronous)
         self.quota = self.ctx.server_config.limits.offline_quota
         self.batch = self.ctx.server_config.limits.max_offline_delivery
         self.ctx.add_feature("msgoffline")

@@ -8,8 +8,11 @@ from typing import Protocol
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db import sessionmaker, writer
+from ..db import sessionmaker
+from ..group_commit import group_commit
 from ..tables import OfflineMessage
+
+_INSERT = insert(OfflineMessage)
 
 
 class OfflineStore(Protocol):
@@ -25,9 +28,9 @@ class SQLOfflineStore:
     process; with several worker processes, :meth:`forget` drops a count another worker made stale), so
     storing a message is one INSERT in one short write transaction."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, sqlite_synchronous: str = "normal") -> None:
         self._sm = sessionmaker(engine)
-        self._writer = writer(engine)
+        self._writer = group_commit(engine, sqlite_synchronous)
         self._counts: dict[str, int] = {}
 
     async def store(self, owner: str, stanza: str, quota: int) -> bool:
@@ -38,11 +41,9 @@ class SQLOfflineStore:
         if n >= quota:
             return False
         self._counts[owner] = n + 1  # reserved now: concurrent senders can't overshoot the quota
+        row = {"owner": owner, "stanza": stanza, "created_at": datetime.now(UTC)}
         try:
-            async with self._writer.begin() as conn:
-                await conn.execute(
-                    insert(OfflineMessage).values(owner=owner, stanza=stanza, created_at=datetime.now(UTC))
-                )
+            await self._writer.submit(lambda conn: conn.execute(_INSERT, row))
         except BaseException:
             self._counts.pop(owner, None)  # unsure what happened: count again next time
             raise
