@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...auth.credentials import ScramKeys, derive_keys
-from ..db import sessionmaker
+from ..db import FastPathUnavailable, sessionmaker, sqlite_reader
 from ..tables import Account
 
 
@@ -28,13 +28,19 @@ class AccountStore(Protocol):
 
 
 _ACCOUNTS = Account.__table__
-_KEYS = select(_ACCOUNTS).where(_ACCOUNTS.c.username == bindparam("u"), _ACCOUNTS.c.domain == bindparam("d"))
+_KEY_COLUMNS = ("salt", "iterations", "sha1_stored_key", "sha1_server_key", "sha256_stored_key", "sha256_server_key")
+_KEYS = select(*(_ACCOUNTS.c[c] for c in _KEY_COLUMNS)).where(
+    _ACCOUNTS.c.username == bindparam("u"), _ACCOUNTS.c.domain == bindparam("d")
+)
+_KEYS_SQLITE = f"SELECT {', '.join(_KEY_COLUMNS)} FROM {Account.__tablename__} WHERE username = ? AND domain = ?"
+"""The same query for :class:`~xmppim.storage.db.SQLiteReader` (plain SQLite text, no SQLAlchemy)."""
 
 
 class SQLAccountStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._sm = sessionmaker(engine)
         self._engine = engine
+        self._fast = sqlite_reader(engine)
 
     async def create(self, username: str, domain: str, password: str) -> None:
         k = derive_keys(password)
@@ -57,19 +63,30 @@ class SQLAccountStore:
             raise AccountExists(f"{username}@{domain}") from None
 
     async def get_keys(self, username: str, domain: str) -> ScramKeys | None:
-        """One prebuilt Core SELECT (no ORM identity map, no statement rebuilt): this runs at every login."""
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_KEYS, {"u": username, "d": domain})).first()
+        """The account's SCRAM keys; this runs at every login.
+
+        On an SQLite file it is one indexed read on the loop's thread (:class:`~xmppim.storage.db.SQLiteReader`:
+        no hop to aiosqlite's thread); otherwise (PostgreSQL, or when that read is unavailable) one prebuilt
+        Core SELECT, no ORM.
+        """
+        row: Any = None
+        if self._fast is not None:
+            try:
+                row = self._fast.fetchone(_KEYS_SQLITE, (username, domain))
+            except FastPathUnavailable:
+                row = await self._get_keys_async(username, domain)
+        else:
+            row = await self._get_keys_async(username, domain)
         if row is None:
             return None
+        salt, iterations, sha1_stored, sha1_server, sha256_stored, sha256_server = row
         return ScramKeys(
-            row.salt,
-            row.iterations,
-            row.sha1_stored_key,
-            row.sha1_server_key,
-            row.sha256_stored_key,
-            row.sha256_server_key,
+            bytes(salt), iterations, bytes(sha1_stored), bytes(sha1_server), bytes(sha256_stored), bytes(sha256_server)
         )
+
+    async def _get_keys_async(self, username: str, domain: str) -> Any:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(_KEYS, {"u": username, "d": domain})).first()
 
     async def exists(self, username: str, domain: str) -> bool:
         async with self._sm() as s:
