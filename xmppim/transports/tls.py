@@ -11,22 +11,69 @@ from __future__ import annotations
 import asyncio.sslproto
 import datetime as dt
 import hashlib
+import logging
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-TLS_READ_BUFFER = 8 * 1024
+TLS_READ_BUFFER = 4 * 1024
 """Per-connection TLS read buffer. asyncio's SSLProtocol allocates 256 KiB per connection for it (a fresh,
 zero-filled bytearray that glibc serves from the heap once its mmap threshold has risen), which made an idle
-TLS client cost ~300 KiB of RSS here. 8 KiB is Prosody's read size too; a bigger burst takes a few more
-reads (measured: no change in messages/s), and tracemalloc shows it was the largest per-connection cost.
-(uvloop has its own compiled SSL protocol with a fixed buffer: it uses more memory per idle connection.)"""
+TLS client cost ~300 KiB of RSS here. It bounds one socket read and one decrypted chunk handed to the
+stream, not a stanza's size; what clients send is mostly small stanzas, and a big one takes a few more
+reads. 8 KiB (Prosody's read size) → 4 KiB: RSS per idle TLS client 44 → 34 KiB over 2,000 connections,
+server CPU per message unchanged within noise (28-29 µs at 100 and 5 pairs, issue-12 bench).
+(uvloop has its own compiled SSL protocol with a fixed buffer: it uses more memory per idle connection.)
+
+OpenSSL's own record buffers are already released while a connection is idle: CPython sets
+``SSL_MODE_RELEASE_BUFFERS`` on every ``SSLContext`` (read back from the ``SSL_CTX`` in
+``tests/unit/perf_login/test_tls_mode.py``), so there is nothing to gain from setting it again."""
 asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+log = logging.getLogger("xmppim.tls")
+_THREAD_BUFFERS = threading.local()
+
+
+def _share_read_buffer() -> bool:
+    """Let every asyncio TLS connection of a thread read through one buffer instead of one each (4 KiB per
+    connection less, the largest Python-level cost of an idle TLS client that was left).
+
+    Safe because the buffer only ever holds data between two synchronous steps: the transport asks
+    ``SSLProtocol.get_buffer()``, ``recv_into()`` fills it and ``buffer_updated()`` at once copies it into the
+    connection's incoming ``MemoryBIO`` (asyncio/selector_events.py ``_read_ready__get_buffer``) — nothing
+    else runs in between on that thread, and each thread (each event loop) has its own buffer. Only done if
+    asyncio's SSLProtocol still looks the way this relies on (3.11-3.13); otherwise it stays as it is.
+    """
+    cls: Any = asyncio.sslproto.SSLProtocol
+    if getattr(cls, "_xmppim_shared_buffer", False):
+        return True
+    if not all(hasattr(cls, a) for a in ("get_buffer", "buffer_updated", "__init__")):
+        log.debug("asyncio SSLProtocol changed: TLS read buffers stay per connection")
+        return False
+    original_init = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        view = getattr(_THREAD_BUFFERS, "view", None)
+        if view is None or len(view) < self.max_size:
+            view = _THREAD_BUFFERS.view = memoryview(bytearray(self.max_size))
+        if isinstance(getattr(self, "_ssl_buffer_view", None), memoryview):
+            self._ssl_buffer = view.obj
+            self._ssl_buffer_view = view
+
+    cls.__init__ = __init__
+    cls._xmppim_shared_buffer = True
+    return True
+
+
+SHARED_READ_BUFFER = _share_read_buffer()
 
 
 @dataclass(frozen=True)
