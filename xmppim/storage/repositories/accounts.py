@@ -34,6 +34,8 @@ _KEYS = select(*(_ACCOUNTS.c[c] for c in _KEY_COLUMNS)).where(
 )
 _KEYS_SQLITE = f"SELECT {', '.join(_KEY_COLUMNS)} FROM {Account.__tablename__} WHERE username = ? AND domain = ?"
 """The same query for :class:`~xmppim.storage.db.SQLiteReader` (plain SQLite text, no SQLAlchemy)."""
+_EXISTS = select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.username == bindparam("u"), _ACCOUNTS.c.domain == bindparam("d"))
+_EXISTS_SQLITE = f"SELECT id FROM {Account.__tablename__} WHERE username = ? AND domain = ?"
 
 
 class SQLAccountStore:
@@ -69,14 +71,7 @@ class SQLAccountStore:
         no hop to aiosqlite's thread); otherwise (PostgreSQL, or when that read is unavailable) one prebuilt
         Core SELECT, no ORM.
         """
-        row: Any = None
-        if self._fast is not None:
-            try:
-                row = self._fast.fetchone(_KEYS_SQLITE, (username, domain))
-            except FastPathUnavailable:
-                row = await self._get_keys_async(username, domain)
-        else:
-            row = await self._get_keys_async(username, domain)
+        row = await self._one(_KEYS_SQLITE, _KEYS, username, domain)
         if row is None:
             return None
         salt, iterations, sha1_stored, sha1_server, sha256_stored, sha256_server = row
@@ -84,14 +79,19 @@ class SQLAccountStore:
             bytes(salt), iterations, bytes(sha1_stored), bytes(sha1_server), bytes(sha256_stored), bytes(sha256_server)
         )
 
-    async def _get_keys_async(self, username: str, domain: str) -> Any:
+    async def _one(self, fast_sql: str, stmt: Any, username: str, domain: str) -> Any:
+        """One row by (username, domain): the sqlite3 fast path when there is one, else the Core query."""
+        if self._fast is not None:
+            try:
+                return self._fast.fetchone(fast_sql, (username, domain))
+            except FastPathUnavailable:
+                pass
         async with self._engine.connect() as conn:
-            return (await conn.execute(_KEYS, {"u": username, "d": domain})).first()
+            return (await conn.execute(stmt, {"u": username, "d": domain})).first()
 
     async def exists(self, username: str, domain: str) -> bool:
-        async with self._sm() as s:
-            r = await s.execute(select(Account.id).where(Account.username == username, Account.domain == domain))
-            return r.first() is not None
+        """Asked for every message to an offline user and every inbound subscription: same fast path."""
+        return await self._one(_EXISTS_SQLITE, _EXISTS, username, domain) is not None
 
     async def set_password(self, username: str, domain: str, password: str) -> bool:
         k = derive_keys(password)
