@@ -300,3 +300,19 @@ async def test_ads_plugin_refuses_to_run_on_several_workers(tmp_path: Path) -> N
     with pytest.raises(PluginError, match=r"workers > 1"):
         await srv.start()
     await srv.stop()
+
+
+async def test_logout_time_reaches_the_other_worker(pair: tuple[Server, Server]) -> None:
+    """Probe answers for an offline contact carry its last logout time (XEP-0203), from each worker's cache."""
+    w0, w1 = pair
+    bob = await login(w1, w0, "bob")
+    assert w0.services["last"].cached_logout_stamp("bob@localhost") == ""
+    await disconnect(bob)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 5
+    while not w0.services["last"].cached_logout_stamp("bob@localhost"):
+        assert loop.time() < end, "worker 0 never learnt bob's logout time"
+        await asyncio.sleep(0.01)
+    assert w0.services["last"].cached_logout_stamp("bob@localhost") == w1.services["last"].cached_logout_stamp(
+        "bob@localhost"
+    )

@@ -87,6 +87,7 @@ class LastActivityModule(Plugin):
         self.ctx.hook("presence/self", self.note_status, PRIORITY_FIRST)
         self.ctx.hook("session/closed", self.on_closed)
         self.ctx.hook("user/deleted", self.on_user_deleted)
+        self.ctx.hook("cluster/last/logout", self.on_logout_elsewhere)
         self.ctx.provide("last", self)
 
     async def stop(self) -> None:
@@ -133,6 +134,8 @@ class LastActivityModule(Plugin):
             return None  # another resource is still connected: the user has not logged out
         rec = (dt.datetime.now(dt.UTC).replace(microsecond=0), session.meta.get(STATUS_KEY, ""))
         self._remember(session.bare_jid, rec)
+        # Other worker processes stamp probe answers for this user from their own cache.
+        self.ctx.broadcast("last/logout", {"owner": session.bare_jid, "when": rec[0].isoformat(), "status": rec[1]})
         if self._stopped or not self.write_delay:
             return self.store.set(session.bare_jid, *rec)
         self.pending[session.bare_jid] = rec
@@ -141,6 +144,9 @@ class LastActivityModule(Plugin):
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.write_delay, self._start_flush)
         return None
+
+    def on_logout_elsewhere(self, d: dict[str, str]) -> None:
+        self._remember(d["owner"], (dt.datetime.fromisoformat(d["when"]), d["status"]))
 
     def _start_flush(self) -> None:
         if self._timer is not None:
