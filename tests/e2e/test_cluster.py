@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +52,23 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[Server, Server]]:
         yield p
 
 
-async def seen_by(server: Server, full_jid: str, *, available: bool = True, timeout: float = 5.0) -> Any:
-    """Wait until ``server`` knows ``full_jid`` (and its available presence), whichever worker holds it."""
+async def eventually(pred: Callable[[], Any], what: str, timeout: float = 5.0) -> None:
+    """Wait until ``pred()`` holds: what one worker did reaches the other after a hop over the mesh."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
-    while True:
-        s = server.sessions.get(full_jid)
-        if s is not None and (s.presence is not None or not available):
-            return s
-        if loop.time() > end:
-            raise AssertionError(f"worker {server.worker_index} never saw {full_jid}")
+    while not pred():
+        assert loop.time() < end, f"never: {what}"
         await asyncio.sleep(0.01)
+
+
+async def seen_by(server: Server, full_jid: str, *, available: bool = True) -> None:
+    """Wait until ``server`` knows ``full_jid`` (and its available presence), whichever worker holds it."""
+
+    def seen() -> bool:
+        s = server.sessions.get(full_jid)
+        return s is not None and (s.presence is not None or not available)
+
+    await eventually(seen, f"worker {server.worker_index} sees {full_jid}")
 
 
 async def login(where: Server, other: Server, user: str, **kw: Any) -> slixmpp.ClientXMPP:
@@ -110,17 +116,14 @@ async def test_subscription_handshake_runs_on_home_workers(pair: tuple[Server, S
             "presence_available", lambda p: p["from"].bare == "alice@localhost" and bob_sees_alice.set()
         )
         alice.send_presence_subscription(pto="bob@localhost")
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 8
-        while not (
-            alice.client_roster["bob@localhost"]["subscription"] == "both"
-            and bob.client_roster["alice@localhost"]["subscription"] == "both"
-        ):
-            assert loop.time() < end, (
-                alice.client_roster["bob@localhost"]["subscription"],
-                bob.client_roster["alice@localhost"]["subscription"],
-            )
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: (
+                alice.client_roster["bob@localhost"]["subscription"] == "both"
+                and bob.client_roster["alice@localhost"]["subscription"] == "both"
+            ),
+            "both rosters at subscription='both'",
+            8,
+        )
         # What the home workers stored is what every worker reads.
         for srv in (w0, w1):
             srv.services["roster"].rosters.clear()
@@ -143,14 +146,11 @@ async def test_roster_change_on_home_reaches_the_other_worker_cache(pair: tuple[
         assert w0.services["roster"].cached("alice@localhost") is not None
         await alice.get_roster()
         await alice.update_roster("carol@localhost", name="Carol")
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 5
-        while True:
-            r = w0.services["roster"].cached("alice@localhost")
-            if r is None or "carol@localhost" in r.items:
-                break
-            assert loop.time() < end, "worker 0 kept a stale roster"
-            await asyncio.sleep(0.01)
+        roster = w0.services["roster"]
+        await eventually(
+            lambda: (r := roster.cached("alice@localhost")) is None or "carol@localhost" in r.items,
+            "worker 0 drops its stale copy of alice's roster",
+        )
         fresh = await w0.services["roster"].get("alice@localhost")
         assert fresh.items["carol@localhost"].name == "Carol"
     finally:
@@ -165,11 +165,10 @@ async def test_blocking_set_on_one_worker_applies_on_the_other(pair: tuple[Serve
     try:
         await alice.plugin["xep_0191"].block("bob@localhost")
         # Stanzas from bob are handled on worker 1: its blocklist copy must refuse them.
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 5
-        while not w1.services["blocking"].is_blocked("alice@localhost", "bob@localhost"):
-            assert loop.time() < end, "worker 1 never learnt alice's blocklist"
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: w1.services["blocking"].is_blocked("alice@localhost", "bob@localhost"),
+            "worker 1 learns alice's blocklist",
+        )
         b_in = Inbox(bob)
         bob.send_message("alice@localhost", "let me in", mtype="chat")
         await b_in.error("alice@localhost")
@@ -187,11 +186,10 @@ async def test_resource_conflict_across_workers(pair: tuple[Server, Server]) -> 
     await second.login("alice", "pw", "desk")
     try:
         assert await first.stream_error() == "conflict"
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 5
-        while not isinstance(w0.sessions.get("alice@localhost/desk"), RemoteSession):
-            assert loop.time() < end, "worker 0 still routes to the replaced session"
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: isinstance(w0.sessions.get("alice@localhost/desk"), RemoteSession),
+            "worker 0 routes to the new session on worker 1",
+        )
         assert w1.sessions.get("alice@localhost/desk") is not None
     finally:
         await second.close()
@@ -221,11 +219,11 @@ async def test_a_dead_worker_sessions_go_unavailable(pair: tuple[Server, Server]
         await alice.get_roster()
         await carol.get_roster()
         alice.send_presence_subscription(pto="carol@localhost")
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 8
-        while alice.client_roster["carol@localhost"]["subscription"] not in ("to", "both"):
-            assert loop.time() < end
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: alice.client_roster["carol@localhost"]["subscription"] in ("to", "both"),
+            "alice is subscribed to carol",
+            8,
+        )
         gone = asyncio.Event()
         alice.add_event_handler("presence_unavailable", lambda p: p["from"].bare == "carol@localhost" and gone.set())
         # Simulate a crash of worker 1: its links drop, it sends nothing more.
@@ -254,11 +252,7 @@ async def test_offline_quota_counts_follow_deliveries_on_other_workers(tmp_path:
             bob.send_presence()
             await b_in.body("two")
             await disconnect(bob)
-            loop = asyncio.get_running_loop()
-            end = loop.time() + 5
-            while w0.sessions.is_online("bob@localhost"):
-                assert loop.time() < end
-                await asyncio.sleep(0.01)
+            await eventually(lambda: not w0.sessions.is_online("bob@localhost"), "worker 0 sees bob leave")
             await asyncio.sleep(0.2)
             errors_before = len([m for m in a_in.items if m["type"] == "error"])
             alice.send_message("bob@localhost", "four", mtype="chat")
@@ -308,11 +302,7 @@ async def test_logout_time_reaches_the_other_worker(pair: tuple[Server, Server])
     bob = await login(w1, w0, "bob")
     assert w0.services["last"].cached_logout_stamp("bob@localhost") == ""
     await disconnect(bob)
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 5
-    while not w0.services["last"].cached_logout_stamp("bob@localhost"):
-        assert loop.time() < end, "worker 0 never learnt bob's logout time"
-        await asyncio.sleep(0.01)
+    await eventually(lambda: w0.services["last"].cached_logout_stamp("bob@localhost"), "worker 0 learns bob's logout")
     assert w0.services["last"].cached_logout_stamp("bob@localhost") == w1.services["last"].cached_logout_stamp(
         "bob@localhost"
     )

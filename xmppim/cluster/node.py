@@ -173,26 +173,24 @@ class ClusterNode:
         if o.kind != "c2s" or getattr(o, "remote", False):
             return None
         home = self.home(o.bare_jid)
-        if home == self.index:
+        if home == self.index or not self._pinned(PIN_SENDER, ev):
             return None
-        for kinds, match in self.server.items.get(PIN_SENDER):
-            if ev.kind in kinds and match(ev):
-                self.mesh.send(home, m.ROUTE, o.full_jid.encode() + b"\0" + serialize(ev.stanza, CLIENT_NS))
-                return True
-        return None
+        self.mesh.send(home, m.ROUTE, o.full_jid.encode() + b"\0" + serialize(ev.stanza, CLIENT_NS))
+        return True
 
     def on_recipient_side(self, ev: StanzaEvent) -> Any:
         """The destination side of a stanza that changes the recipient's state runs on its home worker."""
         if not ev.node:
             return None
         home = self.home(ev.bare_to)
-        if home == self.index:
+        if home == self.index or not self._pinned(PIN_RECIPIENT, ev):
             return None
-        for kinds, match in self.server.items.get(PIN_RECIPIENT):
-            if ev.kind in kinds and match(ev):
-                self.mesh.send(home, m.DISPATCH, serialize(ev.stanza, CLIENT_NS))
-                return True
-        return None
+        self.mesh.send(home, m.DISPATCH, serialize(ev.stanza, CLIENT_NS))
+        return True
+
+    def _pinned(self, rules: str, ev: StanzaEvent) -> bool:
+        """Whether a plugin declared (``pin_to_user``) that ``ev`` changes per-user state."""
+        return any(ev.kind in kinds and match(ev) for kinds, match in self.server.items.get(rules))
 
     def on_iq_response(self, ev: StanzaEvent) -> Any:
         if self.server.router.resolve_iq(ev.stanza):
