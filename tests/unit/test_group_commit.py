@@ -57,6 +57,20 @@ async def test_a_failing_write_undoes_only_itself(repo_engine: AsyncEngine) -> N
     assert await _count(repo_engine, "b@x") == 40  # the bad work's first insert was rolled back too
 
 
+async def test_a_failing_write_alone_leaves_nothing(repo_engine: AsyncEngine) -> None:
+    gc = group_commit(repo_engine)
+
+    def bad(c: Connection) -> None:
+        c.execute(INSERT, _row("d@x", "<first/>"))
+        c.execute(INSERT, _row("d@x", None))
+
+    with pytest.raises(IntegrityError):
+        await gc.submit(bad)
+    assert await _count(repo_engine, "d@x") == 0
+    await gc.submit(lambda c: c.execute(INSERT, _row("d@x", "<after/>")))  # the writer goes on
+    assert await _count(repo_engine, "d@x") == 1
+
+
 async def test_concurrent_writers_share_commits(repo_engine: AsyncEngine) -> None:
     """200 concurrent writes need far fewer than 200 commits (counted by a work that sees its batch)."""
     gc = group_commit(repo_engine)

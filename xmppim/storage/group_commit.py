@@ -64,6 +64,14 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 def _run_batch(conn: Connection, batch: list[tuple[Work, Any]]) -> list[tuple[Any, bool, Any]]:
     """Run every work of ``batch`` in one transaction, each in a SAVEPOINT; (future, ok, value) per work."""
     out: list[tuple[Any, bool, Any]] = []
+    if len(batch) == 1:
+        # Alone, a work needs no SAVEPOINT: its transaction is its own (two statements fewer per write).
+        ((work, fut),) = batch
+        try:
+            with conn.begin():
+                return [(fut, True, work(conn))]
+        except Exception as e:
+            return [(fut, False, e)]
     try:
         with conn.begin():
             for work, fut in batch:
