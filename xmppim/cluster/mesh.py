@@ -179,6 +179,8 @@ class Mesh:
         self.tasks: set[asyncio.Future[Any]] = set()
         self._server: asyncio.base_events.Server | None = None
         self._closing = False
+        self._pending: dict[int, list[bytes]] = {}
+        self._flush_scheduled = False
         self.connected = asyncio.Event()
         if size == 1:
             self.connected.set()
@@ -226,14 +228,34 @@ class Mesh:
         t = self.outbound.get(peer)
         if t is None or t.is_closing():
             return False
-        t.write(HEADER.pack(len(payload), ftype) + payload)
+        self._queue(peer, HEADER.pack(len(payload), ftype) + payload)
         return True
 
     def broadcast(self, ftype: int, payload: bytes) -> None:
         frame = HEADER.pack(len(payload), ftype) + payload
-        for t in self.outbound.values():
+        for peer, t in self.outbound.items():
             if not t.is_closing():
-                t.write(frame)
+                self._queue(peer, frame)
+
+    def _queue(self, peer: int, frame: bytes) -> None:
+        """Frames written in one turn of the event loop leave in one write per peer at its end: under load
+        that is one system call for many routed stanzas instead of one each; alone, no added wait."""
+        pending = self._pending.get(peer)
+        if pending is None:
+            self._pending[peer] = [frame]
+        else:
+            pending.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for peer, frames in pending.items():
+            t = self.outbound.get(peer)
+            if t is not None and not t.is_closing():
+                t.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def stop(self) -> None:
         self._closing = True
