@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import subprocess
@@ -81,3 +82,26 @@ async def pg_schema(pg_url: str) -> AsyncIterator[PgSchema]:
 @pytest.fixture
 async def pg_engine(pg_schema: PgSchema) -> AsyncIterator[AsyncEngine]:
     yield pg_schema.engine()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(pg_url: str) -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database of its own (its URL); dropped afterwards."""
+    name = f"xmppim_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(pg_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as c:
+        await c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    base = pg_url.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        async with admin.connect() as c:
+            await c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.dispose()
+
+
+@pytest.fixture
+async def pg_database(pg_url: str) -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database of its own; dropped afterwards."""
+    async with fresh_database(pg_url) as url:
+        yield url

@@ -18,6 +18,7 @@ import pytest
 import slixmpp
 
 from tests.helpers import Inbox, RawClient, disconnect, make_config, seed_database, slix_client
+from tests.pg import fresh_database
 from xmppim.cluster.node import RemoteSession, home_worker
 from xmppim.server import Server
 
@@ -33,7 +34,8 @@ async def cluster_of_two(tmp_path: Path, **overrides: Any) -> AsyncIterator[tupl
         for i in range(2):
             cfg = make_config(tmp_path, server={"workers": 2}, **overrides) if i else base
             srv = Server(cfg, worker_index=i)
-            await srv.start(migrate=False)
+            # SQLite is seeded from a migrated template; PostgreSQL is migrated once, as the supervisor does.
+            await srv.start(migrate=i == 0 and not cfg.storage_url.startswith("sqlite"))
             servers.append(srv)
         for user in USERS:
             await servers[0].accounts.create(user, "localhost", "pw")
@@ -46,9 +48,17 @@ async def cluster_of_two(tmp_path: Path, **overrides: Any) -> AsyncIterator[tupl
             await srv.stop()
 
 
-@pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[tuple[Server, Server]]:
-    async with cluster_of_two(tmp_path) as p:
+@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.postgres)])
+async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Server, Server]]:
+    """Two workers on one database: an SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        async with cluster_of_two(tmp_path) as p:
+            yield p
+        return
+    async with (
+        fresh_database(request.getfixturevalue("pg_url")) as url,
+        cluster_of_two(tmp_path, storage={"url": url}) as p,
+    ):
         yield p
 
 

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import command
 from tests.helpers import RawClient, make_config, running_server
 from xmppim.config import Config
 from xmppim.storage.migrate import alembic_config, upgrade
-
-
-@pytest.fixture
-async def pg_database(pg_url: str) -> AsyncIterator[str]:
-    """A fresh, empty PostgreSQL database of its own; dropped afterwards."""
-    name = f"xmppim_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(pg_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as c:
-        await c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    base = pg_url.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        async with admin.connect() as c:
-            await c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.dispose()
 
 
 async def exercise(cfg: Config) -> None:
