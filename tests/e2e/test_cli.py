@@ -76,6 +76,15 @@ def test_bad_config_key_is_named(tmp_path: Path) -> None:
     assert r.returncode == 2 and "prot" in r.stderr
 
 
+def test_worker_count_out_of_range_is_refused(tmp_path: Path) -> None:
+    r = xmppim(write_config(tmp_path), "serve", "--workers", "0")
+    assert r.returncode == 2 and "--workers must be from 1 to 64" in r.stderr
+    cfg = tmp_path / "w.toml"
+    cfg.write_text("[server]\nworkers = 65\n")
+    r = xmppim(cfg, "check")
+    assert r.returncode == 2 and "[server] workers must be from 1 to 64" in r.stderr
+
+
 def test_plugins_list(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     r = xmppim(cfg, "plugins", "list", "--json")

@@ -94,8 +94,10 @@ def test_users_are_placed_away_from_home() -> None:
     assert home_worker("carol@localhost", 2) == 0
 
 
-async def test_messages_cross_workers_both_ways(pair: tuple[Server, Server]) -> None:
+async def test_messages_cross_workers_both_ways(pair: tuple[Server, Server], tmp_path: Path) -> None:
     w0, w1 = pair
+    # Whoever can reach the mesh sockets can route as any session: the directory is the owner's alone.
+    assert (tmp_path / "cluster").stat().st_mode & 0o777 == 0o700
     alice = await login(w0, w1, "alice")
     bob = await login(w1, w0, "bob")
     a_in, b_in = Inbox(alice), Inbox(bob)

@@ -190,7 +190,9 @@ class Mesh:
         return [i for i in range(self.size) if i != self.index]
 
     async def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # Owner only: whoever can connect to these sockets can route stanzas as any session.
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
         path = socket_path(self.directory, self.index)
         path.unlink(missing_ok=True)
         loop = asyncio.get_running_loop()

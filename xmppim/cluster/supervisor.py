@@ -78,7 +78,7 @@ def prepare(cfg: Config) -> None:
     upgrade(cfg)
     load_secret(cfg.data_path)
     load_tls(cfg.tls.cert, cfg.tls.key, cfg.data_path, sorted(cfg.server.domains))
-    (cfg.data_path / "cluster").mkdir(exist_ok=True)
+    (cfg.data_path / "cluster").mkdir(mode=0o700, exist_ok=True)
 
 
 class Supervisor:
@@ -90,6 +90,7 @@ class Supervisor:
         self.sockets: dict[str, list[socket.socket]] = {}
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = False
+        self._drains: set[asyncio.Task[None]] = set()
 
     def _argv(self, index: int) -> list[str]:
         argv = [sys.executable, "-m", "xmppim"]
@@ -115,7 +116,9 @@ class Supervisor:
                 if not line:
                     return False
                 if line == READY:
-                    asyncio.ensure_future(self._drain(proc))
+                    task = asyncio.ensure_future(self._drain(proc))
+                    self._drains.add(task)  # asyncio keeps only a weak reference to a task
+                    task.add_done_callback(self._drains.discard)
                     return True
                 sys.stdout.buffer.write(line)
         except TimeoutError:
