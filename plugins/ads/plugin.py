@@ -95,7 +95,6 @@ from xml.etree.ElementTree import Element, SubElement
 
 from aiohttp import web
 
-from xmppim import jid as jidlib
 from xmppim.config import ConfigError
 from xmppim.plugins.api import (
     PARAMS,
@@ -267,7 +266,7 @@ class AdsPlugin(Plugin):
         self.comp = comp
         self.domain = comp.domain
         comp.features.add(NS)
-        comp.on_message = self.on_chat
+        comp.chat(lambda bare, body, _msg: self.chat_command(bare, body))
         comp.command("create-campaign", "Create campaign", self.cmd_create)
         comp.command("campaign-stats", "Campaign stats", self.cmd_stats)
         comp.command("pause-campaign", "Pause/stop campaign", self.cmd_pause)
@@ -498,18 +497,6 @@ class AdsPlugin(Plugin):
         return web.Response(text=json.dumps(c.stats()), content_type="application/json")
 
     # --------------------------------------------------------------- chat
-    async def on_chat(self, msg: Element) -> None:
-        body = (msg.findtext(BODY) or "").strip()
-        if not body or msg.get("type") in ("error", "groupchat", "headline"):
-            return
-        sender = msg.get("from", "")
-        try:
-            bare = jidlib.bare(sender)
-        except jidlib.InvalidJID:
-            return
-        answer = await self.chat_command(bare, body)
-        self.comp.message(sender, answer, from_=msg.get("to") or self.domain)
-
     async def chat_command(self, user: str, text: str) -> str:
         words = text.split()
         cmd = words[0].lower()

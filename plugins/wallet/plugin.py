@@ -147,7 +147,7 @@ class WalletPlugin(Plugin):
         self.admins = set(cfg.admins) | set(admins)
         comp: Component = self.ctx.add_component(cfg.subdomain, "Wallet", category="automation", type_="wallet")
         self.comp = comp
-        comp.on_message = self.on_message
+        comp.chat(lambda bare, body, msg: self.chat_command(bare, body, msg.get("id")))
         comp.iq("get", NS, self.on_iq_get)
         comp.iq("set", NS, self.on_iq_set)
         comp.command("balance", "Balance", self.cmd_balance)
@@ -168,19 +168,6 @@ class WalletPlugin(Plugin):
         await self.ledger.freeze_user(bare)
 
     # ------------------------------------------------------------- chat
-    async def on_message(self, msg: Element) -> None:
-        body = (msg.findtext(BODY) or "").strip()
-        if not body or msg.get("type") in ("error", "groupchat", "headline"):
-            return
-        sender = msg.get("from", "")
-        try:
-            bare = jidlib.bare(sender)
-        except jidlib.InvalidJID:
-            return
-        answer = await self.chat_command(bare, body, msg.get("id"))
-        # Answer from the address the user wrote to (wallet.<domain> or bot@wallet.<domain>).
-        self.comp.message(sender, answer, from_=msg.get("to") or self.comp.domain)
-
     async def chat_command(self, bare: str, text: str, msg_id: str | None) -> str:
         words = text.split()
         cmd = words[0].lower()

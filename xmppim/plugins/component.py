@@ -24,6 +24,8 @@ from .adhoc import NS as COMMANDS_NS
 log = logging.getLogger("xmppim.component")
 
 StanzaHandler = Callable[[Element], Awaitable[None] | None]
+ChatHandler = Callable[[str, str, Element], Awaitable[str]]
+"""``(sender's bare JID, the message body, the message) -> the answer's text``."""
 IQHandler = Callable[[Element], Awaitable[Element | None]]
 Sender = Callable[[Element], None]
 
@@ -54,6 +56,26 @@ class Component:
     # ------------------------------------------------------------ registration
     def command(self, node: str, name: str, handler: Any, allowed: Any = None) -> Callable[[], None]:
         return self.commands.add(Command(node, name, handler, allowed))
+
+    def chat(self, answer: ChatHandler) -> None:
+        """Be a chat bot: every chat/normal message with a body is answered with ``await answer(...)``,
+        from the address the user wrote to (``domain`` or ``node@domain``). Errors, headlines, groupchat
+        and empty bodies get no answer (RFC 6120 §8.3.1: never answer an error with an error)."""
+
+        async def on_message(msg: Element) -> None:
+            from .. import jid as jidlib
+
+            body = (msg.findtext("{jabber:client}body") or "").strip()
+            if not body or msg.get("type") in ("error", "groupchat", "headline"):
+                return
+            sender = msg.get("from", "")
+            try:
+                bare = jidlib.bare(sender)
+            except jidlib.InvalidJID:
+                return
+            self.message(sender, await answer(bare, body, msg), from_=msg.get("to") or self.domain)
+
+        self.on_message = on_message
 
     def iq(self, type_: str, namespace: str, handler: IQHandler) -> None:
         self.iq_handlers[(type_, namespace)] = handler
