@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import resource
 import secrets
 import socket
@@ -19,6 +18,7 @@ from .bus.events import EventBus
 from .bus.items import Items
 from .bus.router import Origin, Router, ServerOrigin
 from .config import Config
+from .files import create_once
 from .plugins.adhoc import CommandRegistry
 from .plugins.loader import PluginManager
 from .sessions.registry import ClientSession, SessionRegistry
@@ -61,15 +61,7 @@ def raise_nofile_limit() -> int:
 
 def load_secret(data_dir: Path) -> bytes:
     """A per-installation secret (decoy SCRAM salts, signed tokens), made once and kept in data_dir."""
-    path = data_dir / "server.secret"
-    if path.exists():
-        return path.read_bytes()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    return key
+    return create_once(data_dir / "server.secret", lambda: secrets.token_bytes(32))
 
 
 class Server:

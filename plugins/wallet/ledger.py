@@ -47,8 +47,6 @@ import asyncio
 import csv
 import hashlib
 import json
-import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -64,6 +62,8 @@ from slixmpp.jid import InvalidJID
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from xmppim.files import create_once
 
 from .tables import accounts, chain, holds, transfers
 
@@ -329,33 +329,16 @@ def _chain_message(seq: int, head: str) -> bytes:
 
 
 def load_or_create_key(data_dir: str | Path) -> Ed25519PrivateKey:
-    """The chain-signing key, created (mode 0600) on first use.
+    """The chain-signing key, created (mode 0600) on first use; processes starting at once (the server's
+    workers, the CLI) all get the same complete key (:func:`xmppim.files.create_once`)."""
 
-    Several processes may start at once (the server's worker processes, the CLI): the key is written to a
-    file of its own and then published with ``link()``, which is atomic and fails if the key exists — so
-    every process either publishes the one key or reads a complete one, never a half-written file.
-    """
-    path = Path(data_dir) / KEY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
+    def make() -> bytes:
+        return Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.link(tmp, path)
-            return key
-        except FileExistsError:
-            pass  # another process published its key first: use that one
-        finally:
-            tmp.unlink(missing_ok=True)
-    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+    path = Path(data_dir) / KEY_FILE
+    loaded = serialization.load_pem_private_key(create_once(path, make), password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise RuntimeError(f"{path} is not an Ed25519 private key")
     return loaded
